@@ -1,0 +1,352 @@
+"""Backend-neutral log-linear pooling.
+
+Distributions are taken apart into a *leaf* exponential family (looked up in
+:mod:`pyro_mixup.families` through the backend's class table) wrapped by any
+number of Independent / Expanded / Masked / Transformed layers. Leaf parameters
+are broadcast to the full batch shape, mapped to natural parameters, combined,
+mapped back, and the wrapper layers are rebuilt around the pooled leaf.
+
+The backend (:mod:`pyro_mixup.torch_backend`, :mod:`pyro_mixup.numpyro.backend`)
+supplies array operations and knows its own distribution classes; nothing
+here imports torch or jax.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, List, Sequence, Tuple
+
+import numpy as np
+
+from .errors import UnsupportedDistributionError
+from .families import Family
+
+#: Weights must lie in [-WEIGHT_TOL, 1 + WEIGHT_TOL] and sum to 1 within WEIGHT_TOL.
+WEIGHT_TOL = 1e-5
+
+
+@dataclass
+class Node:
+    """One layer of a decomposed distribution."""
+
+    kind: str  # "leaf", "independent", "expanded", "masked", "transformed"
+    dist: Any
+    child: "Node | None" = None
+    family: Family | None = None
+    info: Any = None  # reinterpreted dims, mask or transforms
+
+
+def decompose(backend, d) -> Node:
+    entry = backend.lookup(d)
+    if entry is not None:
+        return Node("leaf", d, family=entry)
+    layer = backend.unwrap(d)
+    if layer is None:
+        raise UnsupportedDistributionError(
+            f"log-linear pooling does not support {type(d).__name__}: it is not an "
+            f"exponential family with a closed-form pool. Supported: "
+            f"{', '.join(backend.supported_names())}, and Independent/.to_event, expanded, "
+            f"masked and transformed versions of them. A subclass of a supported class "
+            f"can be added with pyro_mixup.register(cls, family_name)."
+        )
+    kind, child, info = layer
+    return Node(kind, d, decompose(backend, child), info=info)
+
+
+def _same_structure(backend, nodes: Sequence[Node]) -> None:
+    first = nodes[0]
+    for other in nodes[1:]:
+        if other.kind != first.kind:
+            raise ValueError(
+                "log_linear_pool needs distributions of one family with the same wrappers; "
+                f"got {type(first.dist).__name__} and {type(other.dist).__name__}"
+            )
+        if first.kind == "leaf" and other.family is not first.family:
+            raise ValueError(
+                "log_linear_pool needs distributions of one family; got "
+                f"{first.family.name} ({type(first.dist).__name__}) and "
+                f"{other.family.name} ({type(other.dist).__name__})"
+            )
+        if first.kind == "independent" and other.info != first.info:
+            raise ValueError(
+                "log_linear_pool needs the same number of event dims in every Independent "
+                f"wrapper; got {first.info} and {other.info}"
+            )
+        if first.kind == "transformed" and not backend.same_transforms(first.info, other.info):
+            raise ValueError(
+                "log_linear_pool pools transformed distributions only when their transforms "
+                f"are equal; got {first.info} and {other.info}"
+            )
+    if first.child is not None:
+        _same_structure(backend, [n.child for n in nodes])
+
+
+def _broadcast_shapes(*shapes) -> Tuple[int, ...]:
+    try:
+        return tuple(np.broadcast_shapes(*[tuple(s) for s in shapes]))
+    except ValueError as e:
+        raise ValueError(
+            "the distributions (and weights) have batch shapes that do not broadcast: "
+            f"{[tuple(s) for s in shapes]}"
+        ) from e
+
+
+class _Combiner:
+    """How arrays at one level are combined: a weighted sum over K inputs, or
+    a pair sum along one batch dim of a single input."""
+
+    def combine(self, arrays, extra_dims: int):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def combine_masks(self, masks, batch_shape):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def check_fixed(self, name, values, batch_shape):  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def _pool_node(backend, nodes: List[Node], batch_shape, combiner: _Combiner):
+    """Pool a list of structurally equal nodes; ``batch_shape`` is the batch
+    shape the pooled node must have."""
+    first = nodes[0]
+    if first.kind == "leaf":
+        return _pool_leaf(backend, nodes, batch_shape, combiner)
+    if first.kind == "masked":
+        # Each input's mask broadcast to this level; the pool is observed where all are.
+        masks = [backend.broadcast_to(backend.as_bool(n.info, like=n.dist), batch_shape) for n in nodes]
+        child = _pool_node(backend, [n.child for n in nodes], batch_shape, combiner)
+        return backend.masked(child, combiner.combine_masks(masks, batch_shape))
+    child_suffix = _broadcast_shapes(
+        *[tuple(n.child.dist.batch_shape)[len(n.dist.batch_shape):] for n in nodes]
+    )
+    child = _pool_node(
+        backend, [n.child for n in nodes], tuple(batch_shape) + child_suffix, combiner
+    )
+    if first.kind == "independent":
+        return backend.independent(child, first.info, like=first.dist)
+    if first.kind == "expanded":
+        return child  # the leaf parameters were materialised at the expanded shape
+    if first.kind == "transformed":
+        return backend.transformed(child, first.info, like=first.dist)
+    raise AssertionError(first.kind)
+
+
+def _pool_leaf(backend, nodes: List[Node], batch_shape, combiner: _Combiner):
+    family = nodes[0].family
+    ops = backend.ops
+    naturals_per_input = []
+    for n in nodes:
+        params = []
+        for name, rank in zip(family.params, family.param_event_dims):
+            p = backend.param(n.dist, name)
+            shape = backend.shape(p)
+            event = shape[len(shape) - rank:] if rank else ()
+            params.append(backend.broadcast_to(p, tuple(batch_shape) + tuple(event)))
+        naturals_per_input.append(family.to_natural(ops, *params))
+    pooled = []
+    for i, rank in enumerate(family.natural_event_dims):
+        arrays = [nat[i] for nat in naturals_per_input]
+        pooled.append(combiner.combine(arrays, rank))
+    kwargs = family.from_natural(ops, *pooled)
+    for name in family.fixed:
+        values = [backend.fixed_param(n.dist, name) for n in nodes]
+        combiner.check_fixed(name, values, batch_shape)
+        kwargs[name] = values[0]
+    return backend.construct(nodes[0].dist, family, kwargs)
+
+
+# ---------------------------------------------------------------------------
+# log_linear_pool
+
+
+def _check_weights(backend, weights, k: int):
+    if k < 2:
+        raise ValueError(f"log_linear_pool needs at least 2 distributions, got {k}")
+    if len(weights) != k:
+        raise ValueError(f"got {k} distributions but {len(weights)} weights; give one weight each")
+    concrete = [backend.to_numpy(w) for w in weights]
+    if any(c is None for c in concrete):
+        return  # traced values (inside jax.jit): cannot be checked here
+    try:
+        stacked = np.stack(np.broadcast_arrays(*[np.asarray(c, dtype=np.float64) for c in concrete]))
+    except ValueError as e:
+        raise ValueError(f"the weights have shapes that do not broadcast: {[np.shape(c) for c in concrete]}") from e
+    if not np.all(np.isfinite(stacked)):
+        raise ValueError("weights must be finite numbers; got NaN or inf")
+    if np.any(stacked < -WEIGHT_TOL) or np.any(stacked > 1 + WEIGHT_TOL):
+        raise ValueError(
+            f"weights must lie in [0, 1]; got values from {stacked.min():.6g} to {stacked.max():.6g}"
+        )
+    total = stacked.sum(0)
+    if np.any(np.abs(total - 1) > WEIGHT_TOL):
+        worst = total.flat[np.argmax(np.abs(total - 1))]
+        raise ValueError(
+            f"weights must sum to 1 (tolerance {WEIGHT_TOL}); they sum to {worst:.8g}. "
+            "Normalise them, e.g. [lam, 1 - lam]."
+        )
+
+
+class _WeightedSum(_Combiner):
+    def __init__(self, backend, weights, batch_ndim):
+        self.backend = backend
+        self.weights = weights
+        self.batch_ndim = batch_ndim
+
+    def _weight(self, w, level_ndim, rank):
+        # Weights broadcast against the top-level batch shape; pad them on the
+        # right for batch dims added by Independent layers and event dims.
+        trailing = (level_ndim - self.batch_ndim) + rank
+        shape = self.backend.shape(w)
+        return self.backend.reshape(w, tuple(shape) + (1,) * trailing) if trailing and shape else w
+
+    def combine(self, arrays, rank):
+        level_ndim = len(self.backend.shape(arrays[0])) - rank
+        total = None
+        for w, a in zip(self.weights, arrays):
+            term = self._weight(w, level_ndim, rank) * a
+            total = term if total is None else total + term
+        return total
+
+    def combine_masks(self, masks, batch_shape):
+        out = masks[0]
+        for m in masks[1:]:
+            out = self.backend.logical_and(out, m)
+        return out
+
+    def check_fixed(self, name, values, batch_shape):
+        ref = self.backend.to_numpy(values[0])
+        for v in values[1:]:
+            other = self.backend.to_numpy(v)
+            if ref is None or other is None:
+                continue
+            if not np.array_equal(np.broadcast_to(ref, np.broadcast_shapes(np.shape(ref), np.shape(other))),
+                                  np.broadcast_to(other, np.broadcast_shapes(np.shape(ref), np.shape(other)))):
+                raise ValueError(
+                    f"log-linear pooling needs equal {name} across the pooled distributions "
+                    f"(it is not pooled); got {ref} and {other}"
+                )
+
+
+def log_linear_pool(backend, dists, weights):
+    dists = list(dists)
+    weights = list(weights)
+    _check_weights(backend, weights, len(dists))
+    nodes = [decompose(backend, d) for d in dists]
+    _same_structure(backend, nodes)
+    like = backend.first_param(nodes[0])
+    weights = [backend.as_weight(w, like) for w in weights]
+    batch_shape = _broadcast_shapes(
+        *[tuple(d.batch_shape) for d in dists], *[backend.shape(w) for w in weights]
+    )
+    return _pool_node(backend, nodes, batch_shape, _WeightedSum(backend, weights, len(batch_shape)))
+
+
+# ---------------------------------------------------------------------------
+# pool_pairs
+
+
+class _PairSum(_Combiner):
+    """``lam * a + (1 - lam) * a[partner]`` along one batch dim."""
+
+    def __init__(self, backend, lam, partner, dim, batch_ndim):
+        self.backend = backend
+        self.lam = lam
+        self.partner = partner
+        self.dim = dim  # negative, relative to the top-level batch shape
+        self.batch_ndim = batch_ndim
+
+    def _axis(self, level_ndim, rank):
+        return self.dim - (level_ndim - self.batch_ndim) - rank
+
+    def combine(self, arrays, rank):
+        (a,) = arrays
+        level_ndim = len(self.backend.shape(a)) - rank
+        axis = self._axis(level_ndim, rank)
+        other = self.backend.take(a, self.partner, axis)
+        lam = self.lam
+        if self.backend.shape(lam):
+            # one weight per example along the pairing dim: (n,) -> (n, 1, ..., 1)
+            lam = self.backend.reshape(lam, (-1,) + (1,) * (-axis - 1))
+        # other + lam * (a - other) == lam * a + (1 - lam) * other, one multiply fewer
+        return other + lam * (a - other)
+
+    def combine_masks(self, masks, batch_shape):
+        (m,) = masks
+        axis = self.dim - (len(batch_shape) - self.batch_ndim)
+        return self.backend.logical_and(m, self.backend.take(m, self.partner, axis))
+
+    def check_fixed(self, name, values, batch_shape):
+        (v,) = values
+        concrete = self.backend.to_numpy(v)
+        if concrete is None or np.ndim(concrete) == 0:
+            return
+        full = np.broadcast_to(concrete, tuple(batch_shape)[len(batch_shape) - np.ndim(concrete):] if np.ndim(concrete) <= len(batch_shape) else np.shape(concrete))
+        axis = self.dim - (len(batch_shape) - self.batch_ndim)
+        if -axis > full.ndim:
+            return  # constant along the pairing dim
+        partner = self.backend.to_numpy(self.partner)
+        if partner is None:
+            return
+        if full.shape[axis] != 1 and not np.array_equal(full, np.take(full, partner, axis=axis)):
+            raise ValueError(
+                f"pool_pairs needs equal {name} within every pair (it is not pooled); "
+                f"pair elements with the same {name}, or use a family without it"
+            )
+
+
+def normalise_dim(dim: int, batch_shape) -> int:
+    ndim = len(batch_shape)
+    if not -ndim <= dim < max(ndim, 1) or ndim == 0:
+        raise ValueError(
+            f"dim={dim} is not a batch dim of a distribution with batch_shape {tuple(batch_shape)}; "
+            "pairs are formed along a batch dim (the plate's dim)"
+        )
+    return dim - ndim if dim >= 0 else dim
+
+
+def check_pairing(backend, lam, partner, n: int, *, permutation: bool) -> None:
+    """Validate a concrete mixing weight and partner index (skipped when traced)."""
+    if n < 2:
+        raise ValueError(
+            f"cannot pair examples in a batch of size {n}: mixup needs at least 2 examples "
+            "along the pairing dim (use a larger batch, or leave the model unwrapped)"
+        )
+    lam_np = backend.to_numpy(lam)
+    if lam_np is not None:
+        lam_np = np.asarray(lam_np, dtype=np.float64)
+        if lam_np.ndim > 1 or (lam_np.ndim == 1 and lam_np.shape[0] != n):
+            raise ValueError(
+                f"lam must be a scalar or have one value per example (shape ({n},)); got shape {lam_np.shape}"
+            )
+        if not np.all(np.isfinite(lam_np)) or np.any(lam_np < 0) or np.any(lam_np > 1):
+            raise ValueError(f"lam must lie in [0, 1]; got {lam_np}")
+    shape = backend.shape(partner)
+    if len(shape) != 1 or shape[0] != n:
+        raise ValueError(
+            f"perm must be a 1-D index of length {n} (the size of the pairing dim); got shape {tuple(shape)}"
+        )
+    p = backend.to_numpy(partner)
+    if p is None:
+        return
+    if not np.issubdtype(p.dtype, np.integer):
+        raise ValueError(f"perm must hold integer indices; got dtype {p.dtype}")
+    if permutation and not np.array_equal(np.sort(p), np.arange(n)):
+        raise ValueError(
+            f"perm must be a permutation of 0..{n - 1} (each index once); got {p.tolist()[:20]}"
+        )
+    if not permutation and (p.min() < 0 or p.max() >= n):
+        raise ValueError(f"partner indices must lie in 0..{n - 1}")
+
+
+def pool_pairs(backend, d, lam, perm, dim: int = -1, *, validate: bool = True):
+    node = decompose(backend, d)
+    batch_shape = tuple(d.batch_shape)
+    dim = normalise_dim(dim, batch_shape)
+    n = batch_shape[dim]
+    like = backend.first_param(node)
+    lam = backend.as_weight(lam, like)
+    perm = backend.as_index(perm)
+    if validate:
+        check_pairing(backend, lam, perm, n, permutation=False)
+    return _pool_node(backend, [node], batch_shape, _PairSum(backend, lam, perm, dim, len(batch_shape)))

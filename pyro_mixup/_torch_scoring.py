@@ -1,0 +1,112 @@
+"""What an observed site is scored on under a handler (torch / Pyro side).
+
+- "mixed", continuous families: the site's value becomes
+  ``lam * y_i + (1 - lam) * y_perm[i]`` (+ N(0, beta) jitter); no wrapper needed.
+- "expected": :class:`PairedTarget`, ``lam * log p(y_i) + (1 - lam) * log p(y_perm[i])``
+  under each example's (pooled) density.
+- "mixed", classification: :class:`SoftLabelTarget`, the cross-entropy against the
+  log-linear pool of beta-smoothed one-hot labels (paper section 3.2), in closed
+  form (the expectation over the pooled label rather than one draw of it).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pyro.distributions import TorchDistribution, constraints
+
+
+def along(t, dim):
+    """Reshape a per-example ``(n,)`` tensor to broadcast along ``dim`` (negative)."""
+    return t if t.dim() == 0 else t.reshape((-1,) + (1,) * (-dim - 1))
+
+
+def partner_of(value, perm, axis):
+    return value.index_select(axis % value.dim(), perm)
+
+
+class _PairScore(TorchDistribution):
+    """Shared plumbing: a distribution that only scores observed values."""
+
+    arg_constraints = {}
+    has_rsample = False
+
+    def __init__(self, base, lam, perm, dim, mask=None):
+        self.base = base
+        self.lam = lam
+        self.perm = perm
+        self.dim = dim  # negative, relative to batch_shape
+        self.pair_mask = mask
+        super().__init__(base.batch_shape, base.event_shape, validate_args=False)
+
+    @constraints.dependent_property
+    def support(self):
+        return self.base.support
+
+    def sample(self, sample_shape=torch.Size()):
+        return self.base.sample(sample_shape)
+
+    def expand(self, batch_shape, _instance=None):
+        raise NotImplementedError("a mixup-scored site cannot be expanded further")
+
+    def _value_axis(self):
+        return self.dim - len(self.event_shape)
+
+
+class PairedTarget(_PairScore):
+    """Scores ``lam * log p_i(y_i) + (1 - lam) * log p_i(y_perm[i])``: the expected
+    target of METHOD.md section 2 (Assumption 4.2)."""
+
+    def log_prob(self, value):
+        lp_self = self.base.log_prob(value)
+        lp_partner = self.base.log_prob(partner_of(value, self.perm, self._value_axis()))
+        if self.pair_mask is not None:
+            # mask is broadcast to batch_shape by the handler
+            lp_self = lp_self.masked_fill(~self.pair_mask, 0.0)
+            lp_partner = lp_partner.masked_fill(~partner_of(self.pair_mask, self.perm, self.dim), 0.0)
+        lam = along(self.lam, self.dim)
+        return lp_partner + lam * (lp_self - lp_partner)
+
+
+class SoftLabelTarget(_PairScore):
+    """Cross-entropy against the log-linear pool of beta-smoothed labels."""
+
+    def __init__(self, base, lam, perm, dim, beta, kind, mask=None):
+        super().__init__(base, lam, perm, dim, mask)
+        self.beta = beta
+        self.kind = kind  # "categorical", "one_hot" or "bernoulli"
+
+    def log_prob(self, value):
+        if self.kind == "bernoulli":
+            one_hot = torch.stack([1 - value, value], -1)
+            logits = self.base.logits
+            log_p = torch.stack([F.logsigmoid(-logits), F.logsigmoid(logits)], -1)
+            axis = self.dim - 1
+        else:
+            log_p = torch.log_softmax(self.base.logits, -1)
+            if self.kind == "categorical":
+                one_hot = F.one_hot(value.long(), log_p.shape[-1]).to(log_p.dtype)
+            else:
+                one_hot = value.to(log_p.dtype)
+            axis = self.dim - 1
+        log_s = torch.log(one_hot + self.beta)
+        lam = along(self.lam, axis)
+        log_s_partner = partner_of(log_s, self.perm, axis)
+        soft = torch.softmax(log_s_partner + lam * (log_s - log_s_partner), -1)
+        lp = (soft * log_p).sum(-1)
+        if self.pair_mask is not None:
+            both = self.pair_mask & partner_of(self.pair_mask, self.perm, self.dim)
+            lp = lp.masked_fill(~both, 0.0)
+        return lp
+
+
+def soft_label_kind(family_name):
+    return {"Categorical": "categorical", "OneHotCategorical": "one_hot", "Bernoulli": "bernoulli"}[family_name]
+
+
+def mix_values(value, lam, perm, axis, beta):
+    partner = partner_of(value, perm, axis)
+    mixed = partner + along(lam, axis) * (value - partner)
+    if beta > 0:
+        mixed = mixed + beta**0.5 * torch.randn_like(mixed)
+    return mixed

@@ -1,0 +1,230 @@
+"""The JAX / NumPyro backend of the pooling engine: array operations and the
+map from ``numpyro.distributions`` classes to families. Imports no torch."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+import numpy as np
+import numpyro.distributions as nd
+
+from .. import _engine
+from ..families import FAMILY_BY_CLASS_NAME, Family
+
+ops = SimpleNamespace(
+    reciprocal=jnp.reciprocal,
+    rsqrt=jax.lax.rsqrt,
+    sqrt=jnp.sqrt,
+    log=jnp.log,
+    exp=jnp.exp,
+    expm1=jnp.expm1,
+    softplus=jax.nn.softplus,
+    logsigmoid=jax.nn.log_sigmoid,
+    cos=jnp.cos,
+    sin=jnp.sin,
+    atan2=jnp.arctan2,
+    matvec=lambda m, v: jnp.einsum("...ij,...j->...i", m, v),
+    cholesky=jnp.linalg.cholesky,
+    cho_solve=lambda tril, v: jsl.cho_solve((tril, True), v[..., None])[..., 0],
+)
+
+
+def _same_class(cls):
+    return lambda **kw: cls(**kw)
+
+
+# NumPyro splits several families into Probs/Logits classes; pooling happens in
+# log space, so every pooled discrete distribution is the Logits class.
+_CLASSES = {
+    "Normal": [(nd.Normal, nd.Normal)],
+    "MultivariateNormal": [
+        (nd.MultivariateNormal, nd.MultivariateNormal),
+        (nd.LowRankMultivariateNormal, nd.MultivariateNormal),
+    ],
+    "Bernoulli": [(nd.BernoulliProbs, nd.BernoulliLogits), (nd.BernoulliLogits, nd.BernoulliLogits)],
+    "Categorical": [
+        (nd.CategoricalProbs, nd.CategoricalLogits),
+        (nd.CategoricalLogits, nd.CategoricalLogits),
+    ],
+    "Binomial": [(nd.BinomialProbs, nd.BinomialLogits), (nd.BinomialLogits, nd.BinomialLogits)],
+    "Multinomial": [
+        (nd.MultinomialProbs, nd.MultinomialLogits),
+        (nd.MultinomialLogits, nd.MultinomialLogits),
+    ],
+    "Poisson": [(nd.Poisson, nd.Poisson)],
+    "Geometric": [(nd.GeometricProbs, nd.GeometricLogits), (nd.GeometricLogits, nd.GeometricLogits)],
+    "NegativeBinomial": [
+        (nd.NegativeBinomialProbs, nd.NegativeBinomialLogits),
+        (nd.NegativeBinomialLogits, nd.NegativeBinomialLogits),
+    ],
+    "Exponential": [(nd.Exponential, nd.Exponential)],
+    "Gamma": [(nd.Gamma, nd.Gamma)],
+    "Chi2": [(nd.Chi2, nd.Chi2)],
+    "InverseGamma": [(nd.InverseGamma, nd.InverseGamma)],
+    "Beta": [(nd.Beta, nd.Beta)],
+    "Dirichlet": [(nd.Dirichlet, nd.Dirichlet)],
+    "LogNormal": [(nd.LogNormal, nd.LogNormal)],
+    "HalfNormal": [(nd.HalfNormal, nd.HalfNormal)],
+    "VonMises": [(nd.VonMises, nd.VonMises)],
+    # NumPyro has no OneHotCategorical or ContinuousBernoulli.
+}
+
+
+def _negbin_probs_logits(d):
+    return jnp.log(d.probs) - jnp.log1p(-d.probs)
+
+
+def _lowrank_precision(d):
+    # NumPyro's LowRankMultivariateNormal.precision_matrix fails for rank < dim
+    # (numpyro 0.22); invert the covariance through its Cholesky factor instead.
+    tril = jnp.linalg.cholesky(d.covariance_matrix)
+    eye = jnp.broadcast_to(jnp.eye(tril.shape[-1], dtype=tril.dtype), tril.shape)
+    return jsl.cho_solve((tril, True), eye)
+
+
+_PARAM_OVERRIDES = {
+    (nd.NegativeBinomialProbs, "logits"): _negbin_probs_logits,
+    (nd.LowRankMultivariateNormal, "precision_matrix"): _lowrank_precision,
+}
+
+
+class NumPyroBackend:
+    name = "numpyro"
+    ops = ops
+
+    def __init__(self):
+        self._table = {}
+        for family_name, pairs in _CLASSES.items():
+            for cls, out in pairs:
+                self._table[cls] = (FAMILY_BY_CLASS_NAME[family_name], out)
+
+    def register(self, cls, family: Family, constructor=None):
+        self._table[cls] = (family, constructor or cls)
+
+    def lookup(self, d):
+        entry = self._table.get(type(d))
+        return None if entry is None else entry[0]
+
+    def supported_names(self):
+        return sorted({f.name for f, _ in self._table.values()})
+
+    def unwrap(self, d):
+        t = type(d)
+        if t is nd.Independent:
+            return "independent", d.base_dist, d.reinterpreted_batch_ndims
+        if t is nd.ExpandedDistribution:
+            return "expanded", d.base_dist, None
+        if t is nd.MaskedDistribution:
+            return "masked", d.base_dist, d._mask
+        if t is nd.TransformedDistribution:
+            return "transformed", d.base_dist, list(d.transforms)
+        return None
+
+    def same_transforms(self, a, b):
+        return len(a) == len(b) and all(x == y for x, y in zip(a, b))
+
+    def param(self, d, name):
+        override = _PARAM_OVERRIDES.get((type(d), name))
+        return override(d) if override is not None else getattr(d, name)
+
+    def fixed_param(self, d, name):
+        return getattr(d, name)
+
+    def construct(self, like, family, kwargs):
+        return self._table[type(like)][1](**kwargs)
+
+    def independent(self, child, n, like):
+        return nd.Independent(child, n)
+
+    def masked(self, child, mask):
+        return nd.MaskedDistribution(child, mask)
+
+    def transformed(self, child, transforms, like):
+        return nd.TransformedDistribution(child, transforms)
+
+    def first_param(self, node):
+        while node.child is not None:
+            node = node.child
+        return self.param(node.dist, node.family.params[0])
+
+    @staticmethod
+    def shape(x):
+        return tuple(jnp.shape(x))
+
+    @staticmethod
+    def broadcast_to(x, shape):
+        return x if jnp.shape(x) == tuple(shape) else jnp.broadcast_to(x, shape)
+
+    @staticmethod
+    def reshape(x, shape):
+        return jnp.reshape(x, shape)
+
+    @staticmethod
+    def take(x, index, axis):
+        return jnp.take(x, index, axis=axis)
+
+    @staticmethod
+    def logical_and(a, b):
+        return jnp.logical_and(a, b)
+
+    @staticmethod
+    def as_bool(mask, like):
+        return jnp.asarray(mask, dtype=bool)
+
+    @staticmethod
+    def as_weight(w, like):
+        return jnp.asarray(w, dtype=jnp.result_type(like))
+
+    @staticmethod
+    def as_index(index):
+        return jnp.asarray(index)
+
+    @staticmethod
+    def to_numpy(x):
+        """A concrete numpy copy, or None for a traced value (inside jit/grad)."""
+        if isinstance(x, jax.core.Tracer):
+            return None
+        return np.asarray(x)
+
+
+BACKEND = NumPyroBackend()
+
+
+def log_linear_pool(dists, weights):
+    """Log-linear pool of exponential-family NumPyro distributions.
+
+    Same contract as :func:`pyro_mixup.log_linear_pool` (the formulas are the
+    shared ones in :mod:`pyro_mixup.families`). Weight checks need concrete
+    values: inside ``jax.jit`` they are skipped. Discrete families come back
+    as their ``*Logits`` class; (LowRank)MultivariateNormal as a
+    MultivariateNormal with ``precision_matrix``.
+
+    Example::
+
+        >>> import numpyro.distributions as dist
+        >>> p = log_linear_pool([dist.Normal(125., 13.5), dist.Normal(-125., 13.5)], [0.8, 0.2])
+        >>> round(float(p.loc), 4), round(float(p.scale), 4)
+        (75.0, 13.5)
+    """
+    return _engine.log_linear_pool(BACKEND, dists, weights)
+
+
+def pool_pairs(d, lam, perm, dim=-1):
+    """Pool element ``i`` of ``d`` along batch dim ``dim`` with element ``perm[i]``,
+    weights ``(lam, 1 - lam)``; see :func:`pyro_mixup.pool_pairs`. Works under ``jax.jit``
+    (checks of traced ``lam``/``perm`` values are skipped there)."""
+    return _engine.pool_pairs(BACKEND, d, lam, perm, dim)
+
+
+def register(cls, family_name: str, constructor=None):
+    """NumPyro twin of :func:`pyro_mixup.register`."""
+    try:
+        family = FAMILY_BY_CLASS_NAME[family_name]
+    except KeyError:
+        raise ValueError(
+            f"unknown family {family_name!r}; known: {', '.join(sorted(FAMILY_BY_CLASS_NAME))}"
+        ) from None
+    BACKEND.register(cls, family, constructor)
