@@ -268,8 +268,8 @@ class _PairSum(_Combiner):
         if self.backend.shape(lam):
             # one weight per example along the pairing dim: (n,) -> (n, 1, ..., 1)
             lam = self.backend.reshape(lam, (-1,) + (1,) * (-axis - 1))
-        # other + lam * (a - other) == lam * a + (1 - lam) * other, one multiply fewer
-        return other + lam * (a - other)
+        # lam * a + (1 - lam) * other as one fused op
+        return self.backend.lerp(other, a, lam)
 
     def combine_masks(self, masks, batch_shape):
         (m,) = masks

@@ -64,8 +64,7 @@ class PairedTarget(_PairScore):
             # mask is broadcast to batch_shape by the handler
             lp_self = lp_self.masked_fill(~self.pair_mask, 0.0)
             lp_partner = lp_partner.masked_fill(~partner_of(self.pair_mask, self.perm, self.dim), 0.0)
-        lam = along(self.lam, self.dim)
-        return lp_partner + lam * (lp_self - lp_partner)
+        return torch.lerp(lp_partner, lp_self, along(self.lam, self.dim).to(lp_self.dtype))
 
 
 class SoftLabelTarget(_PairScore):
@@ -105,8 +104,7 @@ def soft_label_kind(family_name):
 
 
 def mix_values(value, lam, perm, axis, beta):
-    partner = partner_of(value, perm, axis)
-    mixed = partner + along(lam, axis) * (value - partner)
+    mixed = torch.lerp(partner_of(value, perm, axis), value, along(lam, axis).to(value.dtype))
     if beta > 0:
         mixed = mixed + beta**0.5 * torch.randn_like(mixed)
     return mixed

@@ -74,7 +74,7 @@ def _identity_family(name, params, event_dims=None, **kw) -> Family:
 
 
 def _gaussian_to_natural(ops, loc, scale):
-    precision = ops.reciprocal(scale * scale)
+    precision = scale**-2  # one op (each op is a node for autograd on the hot path)
     return precision, precision * loc
 
 
@@ -92,7 +92,7 @@ def _mvn_from_natural(ops, precision_matrix, precision_loc):
 
 
 def _halfnormal_to_natural(ops, scale):
-    return (ops.reciprocal(scale * scale),)
+    return (scale**-2,)
 
 
 def _halfnormal_from_natural(ops, precision):

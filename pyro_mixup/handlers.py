@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.poutine.messenger import Messenger
@@ -78,18 +79,27 @@ class PairingDraws:
             else:
                 lam = self._draw_lam(n if self.per_example else None)
             self._lam[key] = lam
-        return lam.to(dtype=like.dtype, device=like.device) if lam.dtype != like.dtype or lam.device != like.device else lam
+        # class labels and counts can be integer tensors: weights stay floating point
+        dtype = like.dtype if like.is_floating_point() else torch.get_default_dtype()
+        return lam if lam.dtype == dtype and lam.device == like.device else lam.to(dtype=dtype, device=like.device)
 
     def _draw_lam(self, n):
         shape = (2,) if n is None else (2, n)
         if self.alpha == 0.0:
             return torch.ones(shape[1:])  # Beta(0, 0) limit: all weight on one member, i.e. ERM
         # Beta(a, a) = G1 / (G1 + G2), with log G(a) = log G(a + 1) + log(U) / a:
-        # stable for small a, where G(a) itself underflows to 0 in float32.
-        gamma = torch._standard_gamma(torch.full(shape, self.alpha + 1.0))
-        u = torch.rand(shape).clamp_min_(torch.finfo(torch.float32).tiny)
-        log_g = gamma.log() + u.log() / self.alpha
-        return torch.sigmoid(log_g[0] - log_g[1])
+        # stable for small a, where G(a) itself underflows to 0.
+        if torch.jit.is_tracing():
+            # torch ops, so that torch.jit records the draw and replays it fresh each step
+            gamma = torch._standard_gamma(torch.full(shape, self.alpha + 1.0))
+            u = torch.rand(shape).clamp_min_(torch.finfo(torch.float32).tiny)
+            log_g = gamma.log() + u.log() / self.alpha
+            return torch.sigmoid(log_g[0] - log_g[1])
+        # Eagerly, numpy's global RNG is several times cheaper than torch ops on a
+        # handful of numbers; pyro.set_rng_seed seeds it together with torch's.
+        log_g = np.log(np.random.standard_gamma(self.alpha + 1.0, shape)) + np.log1p(-np.random.random_sample(shape)) / self.alpha
+        lam = 0.5 * (1.0 + np.tanh(0.5 * (log_g[0] - log_g[1])))  # sigmoid without overflow
+        return torch.as_tensor(lam, dtype=torch.get_default_dtype())
 
     def perm(self, n, device):
         n = self._size(n)

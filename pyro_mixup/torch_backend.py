@@ -121,6 +121,12 @@ class TorchBackend:
         return x.index_select(axis % x.dim(), index)
 
     @staticmethod
+    def lerp(start, end, weight):
+        if weight.dim() and weight.dtype != start.dtype:
+            weight = weight.to(start.dtype)
+        return torch.lerp(start, end, weight)
+
+    @staticmethod
     def logical_and(a, b):
         return a & b
 

@@ -1,11 +1,26 @@
 """Probabilistic mixup for NumPyro (JAX). Imports without torch.
 
 Same API as :mod:`pyro_mixup`, for NumPyro models: :func:`log_linear_pool`,
-:func:`pool_pairs`, :func:`register`, and the handlers in
-:mod:`pyro_mixup.numpyro.handlers`.
+:func:`pool_pairs`, :func:`register`, the primitives :func:`embed` and
+:func:`mixable`, and the handlers in :mod:`pyro_mixup.numpyro.handlers`
+(:func:`~pyro_mixup.numpyro.handlers.probmix`,
+:func:`~pyro_mixup.numpyro.handlers.mixup`).
 """
 
 from ..errors import UnsupportedDistributionError
+from . import handlers
 from .backend import log_linear_pool, pool_pairs, register
+from .handlers import mixup, probmix
+from .primitives import embed, mixable
 
-__all__ = ["UnsupportedDistributionError", "log_linear_pool", "pool_pairs", "register"]
+__all__ = [
+    "UnsupportedDistributionError",
+    "log_linear_pool",
+    "pool_pairs",
+    "register",
+    "embed",
+    "mixable",
+    "handlers",
+    "probmix",
+    "mixup",
+]

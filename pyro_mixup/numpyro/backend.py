@@ -167,6 +167,10 @@ class NumPyroBackend:
         return jnp.take(x, index, axis=axis)
 
     @staticmethod
+    def lerp(start, end, weight):
+        return start + weight * (end - start)
+
+    @staticmethod
     def logical_and(a, b):
         return jnp.logical_and(a, b)
 

@@ -1,0 +1,338 @@
+"""``pyro-mixup bnn``: BNN + mixup methods on UCI regression splits, with ArviZ output.
+
+For each dataset, method and split: train the BNN by SVI with the method's
+handler, build an ArviZ object on the test split with
+:func:`pyro_mixup.diagnostics.to_inference_data` (from the plain model), and write
+
+- ``<out>/<dataset>/<method>_split<k>.nc``: the ArviZ NetCDF file;
+- ``<out>/<dataset>/<method>_split<k>.json``: test NLL (log-mean-exp over
+  posterior draws, original units of y), RMSE, 90%-interval coverage, timings;
+- ``<out>/<dataset>/<method>_split<k>_calibration.png``: empirical vs nominal
+  coverage of central predictive intervals, and the PIT histogram;
+
+then ``<out>/<dataset>/report.md``: a table over splits, wins vs ERM,
+``az.compare`` on the test log-likelihood, LOO diagnostics (Pareto k), and
+per-method PPC / PIT plots (``ppc_<method>.png``, ``pit_<method>.png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from . import METHODS
+
+
+def _parse_splits(text: str, available: int) -> list[int]:
+    """'all', 'N' (the first N splits: '5' -> 0..4), 'a-b' (inclusive), or 'i,j,k'."""
+    text = text.strip()
+    if text == "all":
+        return list(range(available))
+    if "," in text:
+        out = [int(t) for t in text.split(",") if t.strip()]
+    elif "-" in text:
+        a, b = text.split("-", 1)
+        out = list(range(int(a), int(b) + 1))
+    else:
+        out = list(range(min(int(text), available)))
+    bad = [k for k in out if not 0 <= k < available]
+    if bad:
+        raise SystemExit(f"splits {bad} do not exist (the dataset has {available})")
+    return out
+
+
+def _parse_methods(text: str) -> list[str]:
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise SystemExit(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
+    return methods
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    from .data import DATA_ENV, default_data_dir
+
+    p = subparsers.add_parser(
+        "bnn",
+        help="Bayesian NNs + mixup handlers on UCI regression, with ArviZ diagnostics",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data-dir", default=default_data_dir(),
+                   help=f"folder holding <dataset>/data.txt etc. (default: ${DATA_ENV} or ../shared/data/uci)")
+    p.add_argument("--dataset", default="yacht", help="dataset name(s), comma-separated (default: yacht)")
+    p.add_argument("--splits", default="all", help="'all', N (first N), 'a-b' or 'i,j,k' (default: all)")
+    p.add_argument("--methods", default="erm,probmix,m-probmix",
+                   help=f"comma-separated, from {','.join(METHODS)} (default: erm,probmix,m-probmix)")
+    p.add_argument("--backend", choices=("pyro", "numpyro"), default="pyro")
+    p.add_argument("--epochs", type=int, default=2000, help="SVI epochs (full-batch steps by default)")
+    p.add_argument("--batch-size", type=int, default=None, help="minibatch size (default: full batch)")
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--alpha", type=float, default=0.5, help="lam ~ Beta(alpha, alpha) (default 0.5)")
+    p.add_argument("--hidden", default="50", help="hidden widths, comma-separated (default: 50)")
+    p.add_argument("--prior-scale", type=float, default=1.0)
+    p.add_argument("--num-samples", type=int, default=500, help="posterior draws for the test set (default 500)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="results/bnn")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+    return p
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+def _fit_and_score(args, method, split, hidden, split_data):
+    from .. import diagnostics
+
+    t0 = time.time()
+    if args.backend == "pyro":
+        import torch
+
+        from . import models_pyro as M
+
+        torch.manual_seed(args.seed + split)
+        model = M.make_model(method, split_data.x_train, split_data.y_train, hidden, args.prior_scale)
+        guide = M.fit(model, split_data.x_train, split_data.y_train, method=method, alpha=args.alpha,
+                      epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed + split,
+                      progress=not args.quiet)
+        fit_s = time.time() - t0
+        idata = diagnostics.to_inference_data(model, guide, split_data.x_test, split_data.y_test,
+                                              num_samples=args.num_samples, rng_seed=args.seed + split)
+    else:
+        from . import models_numpyro as M
+
+        model = M.make_model(method, split_data.x_train, split_data.y_train, hidden, args.prior_scale)
+        guide, params = M.fit(model, split_data.x_train, split_data.y_train, method=method, alpha=args.alpha,
+                              epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed + split,
+                              progress=not args.quiet)
+        fit_s = time.time() - t0
+        idata = diagnostics.to_inference_data(model, guide, np.asarray(split_data.x_test, np.float32),
+                                              np.asarray(split_data.y_test, np.float32), params=params,
+                                              num_samples=args.num_samples, rng_seed=args.seed + split)
+    return idata, fit_s, time.time() - t0 - fit_s
+
+
+def run(args) -> int:
+    from tqdm.auto import tqdm
+
+    from .. import diagnostics
+    from .data import load_split, n_splits
+
+    methods = _parse_methods(args.methods)
+    hidden = tuple(int(h) for h in str(args.hidden).split(",") if h.strip())
+    datasets = [d.strip() for d in args.dataset.split(",") if d.strip()]
+    for dataset in datasets:
+        available = n_splits(args.data_dir, dataset)
+        if available == 0:
+            raise SystemExit(f"no splits found under {Path(args.data_dir) / dataset}")
+        splits = _parse_splits(args.splits, available)
+        out = Path(args.out) / dataset
+        out.mkdir(parents=True, exist_ok=True)
+        jobs = [(k, m) for k in splits for m in methods]
+        bar = tqdm(jobs, desc=dataset, disable=args.quiet)
+        for k, method in bar:
+            bar.set_postfix(split=k, method=method)
+            split_data = load_split(args.data_dir, dataset, k)
+            idata, fit_s, diag_s = _fit_and_score(args, method, k, hidden, split_data)
+            stem = out / f"{method}_split{k}"
+            diagnostics.save(idata, f"{stem}.nc")
+            metrics = diagnostics.test_metrics(idata, "y", interval=0.9)
+            pit = metrics.pop("pit")
+            record = {
+                "dataset": dataset, "method": method, "split": k, "backend": args.backend,
+                **metrics,
+                "n_train": int(len(split_data.y_train)), "n_test": int(len(split_data.y_test)),
+                "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "alpha": args.alpha,
+                "hidden": list(hidden), "prior_scale": args.prior_scale, "num_samples": args.num_samples,
+                "fit_seconds": round(fit_s, 2), "diagnostics_seconds": round(diag_s, 2),
+            }
+            (Path(f"{stem}.json")).write_text(json.dumps(record, indent=2))
+            if not args.no_plots:
+                _calibration_figure(idata, pit, f"{stem}_calibration.png", f"{dataset} {method} split {k}")
+            if not args.quiet:
+                tqdm.write(f"{dataset} split {k} {method:>9}: NLL {metrics['nll']:.3f}  RMSE {metrics['rmse']:.3f}  "
+                           f"cov90 {metrics['coverage']:.3f}  ({fit_s:.0f}s)")
+        report = write_report(out, dataset, methods, splits, plots=not args.no_plots, command=_command_line(args))
+        print(f"wrote {report}")
+    return 0
+
+
+def _command_line(args) -> str:
+    parts = ["pyro-mixup bnn", f"--data-dir {args.data_dir}", f"--dataset {args.dataset}", f"--splits {args.splits}",
+             f"--methods {args.methods}", f"--backend {args.backend}", f"--epochs {args.epochs}",
+             f"--lr {args.lr}", f"--alpha {args.alpha}", f"--hidden {args.hidden}",
+             f"--num-samples {args.num_samples}", f"--seed {args.seed}", f"--out {args.out}"]
+    if args.batch_size:
+        parts.append(f"--batch-size {args.batch_size}")
+    return " ".join(parts)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def _coverage_curve(idata, levels):
+    pp = np.asarray(idata["posterior_predictive"]["y"].values, dtype=np.float64)
+    pp = pp.reshape((-1,) + pp.shape[2:])
+    obs = np.asarray(idata["observed_data"]["y"].values, dtype=np.float64)
+    out = []
+    for a in levels:
+        lo, hi = np.quantile(pp, [(1 - a) / 2, (1 + a) / 2], axis=0)
+        out.append(float(np.mean((obs >= lo) & (obs <= hi))))
+    return out
+
+
+def _calibration_figure(idata, pit, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    levels = np.linspace(0.05, 0.95, 19)
+    cov = _coverage_curve(idata, levels)
+    fig, ax = plt.subplots(1, 2, figsize=(8, 3.4))
+    ax[0].plot([0, 1], [0, 1], "k--", lw=1)
+    ax[0].plot(levels, cov, "o-", ms=3)
+    ax[0].set(xlabel="nominal central-interval level", ylabel="empirical coverage", title="calibration")
+    ax[1].hist(pit, bins=10, range=(0, 1), density=True, alpha=0.7)
+    ax[1].axhline(1.0, color="k", ls="--", lw=1)
+    ax[1].set(xlabel="PIT", title="PIT histogram")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _load_records(out: Path, methods, splits):
+    recs = {}
+    for m in methods:
+        for k in splits:
+            f = out / f"{m}_split{k}.json"
+            if f.exists():
+                recs[(m, k)] = json.loads(f.read_text())
+    return recs
+
+
+def write_report(out, dataset, methods, splits, plots=True, command=None) -> Path:
+    """Build ``<out>/report.md`` from the per-split JSON and NetCDF files in ``out``."""
+    import arviz as az
+
+    from .. import diagnostics
+
+    out = Path(out)
+    recs = _load_records(out, methods, splits)
+    lines = [f"# BNN + mixup on `{dataset}`", ""]
+    if command:
+        lines += ["Command:", "", "```", command, "```", ""]
+    lines += [
+        f"Splits: {', '.join(map(str, splits))}. Test NLL is the mean over test points of "
+        "-log mean_s p(y | x, draw s) (posterior draws, original units of y); coverage is of the "
+        "central 90% posterior-predictive interval. Mean ± std over splits.",
+        "",
+        "| method | NLL | RMSE | 90% coverage | splits | NLL < ERM (splits) |",
+        "|---|---|---|---|---|---|",
+    ]
+    erm = {k: recs[("erm", k)]["nll"] for k in splits if ("erm", k) in recs}
+    for m in methods:
+        r = [recs[(m, k)] for k in splits if (m, k) in recs]
+        if not r:
+            continue
+        nll = np.array([x["nll"] for x in r])
+        rmse = np.array([x["rmse"] for x in r])
+        cov = np.array([x["coverage"] for x in r])
+        if m == "erm" or not erm:
+            wins = "—"
+        else:
+            paired = [(recs[(m, k)]["nll"], erm[k]) for k in splits if (m, k) in recs and k in erm]
+            wins = f"{sum(a < b for a, b in paired)}/{len(paired)}"
+        lines.append(
+            f"| {m} | {nll.mean():.3f} ± {nll.std():.3f} | {rmse.mean():.3f} ± {rmse.std():.3f} | "
+            f"{cov.mean():.3f} ± {cov.std():.3f} | {len(r)} | {wins} |"
+        )
+    lines.append("")
+
+    # az.compare and LOO diagnostics on the first split every method has
+    common = [k for k in splits if all((m, k) in recs for m in methods)]
+    if common:
+        k = common[0]
+        idatas = {m: diagnostics.load(out / f"{m}_split{k}.nc") for m in methods}
+        lines += [
+            f"## `az.compare` on the test log-likelihood (split {k})",
+            "",
+            "PSIS-LOO on the *test* log-likelihood: the test points were not used for fitting, so "
+            "`elpd_loo` is close to (slightly below) the plain test log predictive density; it is "
+            "reported for ArviZ workflows, the NLL table above is the primary metric.",
+            "",
+        ]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                cmp = az.compare(idatas, ic="loo") if len(idatas) > 1 else None
+            except Exception as e:  # report, don't die, on an ArviZ failure
+                cmp = None
+                lines += [f"az.compare failed: {e!r}", ""]
+            if cmp is not None:
+                cols = [c for c in ("rank", "elpd_loo", "p_loo", "elpd_diff", "weight", "se", "dse", "warning") if c in cmp.columns]
+                lines += ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+                for name, row in cmp[cols].iterrows():
+                    cells = [f"{v:.3f}" if isinstance(v, (float, np.floating)) else str(v) for v in row.values]
+                    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+                lines.append("")
+            lines += ["## LOO diagnostics (Pareto k)", "", "| method | k ≤ 0.5 | 0.5 < k ≤ 0.7 | 0.7 < k ≤ 1 | k > 1 | max k |", "|---|---|---|---|---|---|"]
+            for m, idata in idatas.items():
+                try:
+                    loo = az.loo(idata, pointwise=True)
+                    pk = np.asarray(loo.pareto_k).ravel()
+                    lines.append(
+                        f"| {m} | {np.sum(pk <= 0.5)} | {np.sum((pk > 0.5) & (pk <= 0.7))} | "
+                        f"{np.sum((pk > 0.7) & (pk <= 1))} | {np.sum(pk > 1)} | {pk.max():.2f} |"
+                    )
+                except Exception as e:
+                    lines.append(f"| {m} | az.loo failed: {e!r} | | | | |")
+            lines.append("")
+        if plots:
+            lines += ["## Posterior predictive checks and calibration", ""]
+            for m, idata in idatas.items():
+                ppc, pit = _method_plots(out, m, idata)
+                lines += [f"### {m}", "", f"![PPC {m}]({ppc.name}) ![PIT {m}]({pit.name})", ""]
+                cal = [f"{m}_split{j}_calibration.png" for j in splits if (out / f"{m}_split{j}_calibration.png").exists()]
+                if cal:
+                    lines += ["Calibration per split: " + ", ".join(f"[{c}]({c})" for c in cal), ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _method_plots(out: Path, method: str, idata):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import arviz as az
+    import matplotlib.pyplot as plt
+
+    ppc_path, pit_path = out / f"ppc_{method}.png", out / f"pit_{method}.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            az.plot_ppc(idata, num_pp_samples=50)
+            plt.gcf().suptitle(f"PPC: {method}")
+            plt.savefig(ppc_path, dpi=80)
+        finally:
+            plt.close("all")
+        try:
+            az.plot_loo_pit(idata, y="y")
+            plt.gcf().suptitle(f"LOO-PIT: {method}")
+            plt.savefig(pit_path, dpi=80)
+        finally:
+            plt.close("all")
+    return ppc_path, pit_path

@@ -1,0 +1,192 @@
+"""The heteroscedastic Gaussian BNN regressor for NumPyro, and its SVI trainer.
+
+Same model as :class:`pyro_mixup.bnn.models_pyro.BNNRegressor` (same site
+names, priors, standardisation and mixup hooks), written as a callable
+NumPyro model. The handlers come from :mod:`pyro_mixup.numpyro.handlers`;
+``mix`` / ``m-mix`` / ``m-probmix`` need its ``mixable`` / ``embed``
+primitives (:mod:`pyro_mixup.numpyro`).
+
+Example::
+
+    >>> import numpy as np
+    >>> x, y = np.random.randn(16, 2).astype("float32"), np.random.randn(16).astype("float32")
+    >>> model = make_model("erm", x, y, hidden=(8,))
+    >>> guide, params = fit(model, x, y, epochs=3, progress=False)
+    >>> sorted(params)[:2]
+    ['head.bias_auto_loc', 'head.bias_auto_scale']
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import METHODS, uses_embed
+
+
+def _primitives():
+    """(mixable, embed) of the NumPyro side; mixable falls back to the identity
+    while the NumPyro primitives are not available (ERM and ProbMix need none)."""
+    try:
+        from .. import numpyro as pm_numpyro
+
+        mixable = getattr(pm_numpyro, "mixable", None)
+        embed = getattr(pm_numpyro, "embed", None)
+    except ImportError:  # pragma: no cover
+        mixable = embed = None
+    if mixable is None:
+        mixable = lambda name, t, **kw: t  # noqa: E731
+    return mixable, embed
+
+
+class BNNRegressor:
+    """Heteroscedastic Gaussian BNN for NumPyro: ``model(x, y=None, num_data=None)``.
+
+    Arguments as :class:`pyro_mixup.bnn.models_pyro.BNNRegressor`.
+    """
+
+    def __init__(self, in_dim, hidden=(50,), *, embed=False, prior_scale=1.0, x_loc=None, x_scale=None,
+                 y_loc=0.0, y_scale=1.0, min_scale=1e-3):
+        hidden = tuple(int(h) for h in hidden)
+        if not hidden:
+            raise ValueError("hidden needs at least one layer")
+        self.in_dim, self.hidden_sizes, self.use_embed = int(in_dim), hidden, bool(embed)
+        self.prior_scale, self.min_scale = float(prior_scale), float(min_scale)
+        self.x_loc = np.zeros(in_dim, np.float32) if x_loc is None else np.asarray(x_loc, np.float32)
+        self.x_scale = np.ones(in_dim, np.float32) if x_scale is None else np.asarray(x_scale, np.float32)
+        self.y_loc, self.y_scale = float(y_loc), float(y_scale)
+
+    def _linear(self, name, h, n_in, n_out):
+        import numpyro
+        import numpyro.distributions as dist
+
+        s = self.prior_scale / math.sqrt(n_in)
+        w = numpyro.sample(f"{name}.weight", dist.Normal(0.0, s).expand([n_out, n_in]).to_event(2))
+        b = numpyro.sample(f"{name}.bias", dist.Normal(0.0, self.prior_scale).expand([n_out]).to_event(1))
+        return h @ w.T + b
+
+    def predict_params(self, x):
+        import jax
+        import numpyro.distributions as dist
+
+        mixable, embed = _primitives()
+        h = mixable("x", (x - self.x_loc) / self.x_scale)
+        sizes = (self.in_dim,) + self.hidden_sizes
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            out = self._linear(f"layers.{i}", h, a, 2 * b if (self.use_embed and i == 0) else b)
+            if i == 0 and self.use_embed:
+                if embed is None:
+                    raise RuntimeError("the embedding variant needs pyro_mixup.numpyro.embed, which is not available")
+                m, s = out[..., :b], out[..., b:]
+                out = embed("z", dist.Normal(m, jax.nn.softplus(s) + 1e-3).to_event(1))
+            h = jax.nn.relu(out)
+            if i == 0:
+                h = mixable("h", h)
+        out = self._linear("head", h, sizes[-1], 2)
+        mu, sigma = out[..., 0], jax.nn.softplus(out[..., 1]) + self.min_scale
+        return self.y_loc + self.y_scale * mu, self.y_scale * sigma
+
+    def __call__(self, x, y=None, num_data=None):
+        import numpyro
+        import numpyro.distributions as dist
+
+        loc, scale = self.predict_params(x)
+        n = x.shape[0]
+        if num_data is None:
+            plate = numpyro.plate("data", n)
+        else:
+            plate = numpyro.plate("data", int(num_data), subsample_size=n)
+        with plate:
+            numpyro.sample("y", dist.Normal(loc, scale), obs=y)
+        return loc
+
+
+def make_model(method, x_train, y_train, hidden=(50,), prior_scale=1.0) -> BNNRegressor:
+    from .data import standardisation
+
+    x_loc, x_scale, y_loc, y_scale = standardisation(np.asarray(x_train), np.asarray(y_train))
+    return BNNRegressor(np.asarray(x_train).shape[1], hidden, embed=uses_embed(method), prior_scale=prior_scale,
+                        x_loc=x_loc, x_scale=x_scale, y_loc=y_loc, y_scale=y_scale)
+
+
+def wrap(model, method, alpha=1.0, **options):
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    if method == "erm":
+        return model
+    from ..numpyro import handlers
+
+    if method == "probmix":
+        return handlers.probmix(model, alpha=alpha, **options)
+    if method == "m-probmix":
+        if not getattr(model, "use_embed", False):
+            raise ValueError("m-probmix needs the embedding variant: BNNRegressor(..., embed=True)")
+        return handlers.probmix(model, alpha=alpha, at="z", **options)
+    if method == "mix":
+        return handlers.mixup(model, alpha=alpha, at="x", **options)
+    return handlers.mixup(model, alpha=alpha, at="h", **options)
+
+
+def fit(model, x, y, *, method="erm", alpha=1.0, epochs=200, lr=0.01, batch_size=None, init_scale=0.05,
+        seed=0, progress=True, losses=None):
+    """SVI (AutoNormal, Trace_ELBO, clipped Adam) with ``method``'s handler;
+    returns ``(guide, params)``. Options as :func:`pyro_mixup.bnn.models_pyro.fit`,
+    except that full-batch training runs whole chunks of 50 steps, so ``epochs``
+    is rounded up to a multiple of 50."""
+    import jax
+    import jax.numpy as jnp
+    from numpyro.infer import SVI, Trace_ELBO
+    from numpyro.infer.autoguide import AutoNormal
+    from numpyro.infer.initialization import init_to_sample
+    from numpyro.optim import ClippedAdam
+
+    x = jnp.asarray(np.asarray(x, np.float32))
+    y = jnp.asarray(np.asarray(y, np.float32))
+    n = x.shape[0]
+    guide = AutoNormal(model, init_loc_fn=init_to_sample, init_scale=init_scale)
+    svi = SVI(wrap(model, method, alpha), guide, ClippedAdam(step_size=lr, clip_norm=10.0), Trace_ELBO())
+    key = jax.random.PRNGKey(0 if seed is None else seed)
+    key, k_init = jax.random.split(key)
+    bs = n if batch_size is None or batch_size >= n else int(batch_size)
+    chunk = 50  # full batch: run steps in jitted chunks (lax.scan), far less dispatch overhead
+    if bs == n:
+        state = svi.init(k_init, x, y)
+
+        def _steps(s):
+            return jax.lax.scan(lambda c, _: svi.update(c, x, y), s, None, length=chunk)
+
+        update = jax.jit(_steps)
+    else:
+        state = svi.init(k_init, x[:bs], y[:bs], num_data=n)
+        update = jax.jit(lambda s, xb, yb: svi.update(s, xb, yb, num_data=n))
+    rounds = -(-epochs // chunk) if bs == n else epochs
+    it = range(rounds)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = bar = tqdm(it, desc=f"svi {method}" + (f" (x{chunk} epochs)" if bs == n else ""), leave=False)
+    rng = np.random.default_rng(seed)
+    for _ in it:
+        if bs == n:
+            state, chunk_losses = update(state)
+            if losses is not None:
+                losses.extend((np.asarray(chunk_losses) / n).tolist())
+            loss = float(chunk_losses[-1])
+            if bar is not None:
+                bar.set_postfix(loss=f"{loss / n:.3f}", refresh=False)
+            continue
+        else:
+            perm = rng.permutation(n)
+            loss = 0.0
+            for start in range(0, n - bs + 1, bs):
+                idx = perm[start : start + bs]
+                state, l_b = update(state, x[idx], y[idx])
+                loss += float(l_b) * bs / n
+        loss = float(loss)
+        if losses is not None:
+            losses.append(loss / n)
+        if bar is not None:
+            bar.set_postfix(loss=f"{loss / n:.3f}", refresh=False)
+    return guide, svi.get_params(state)

@@ -1,0 +1,233 @@
+"""A heteroscedastic Gaussian BNN regressor for Pyro, and its SVI trainer.
+
+:class:`BNNRegressor` is a ``PyroModule`` whose weights have ``PyroSample``
+priors ``N(0, prior_scale^2 / fan_in)``. It standardises x and y internally
+(with training-set statistics given at construction), so it is called on
+data in original units and its likelihood ``y ~ N(mu(x), sigma(x)^2)`` is in
+original units too: log-likelihoods, NLLs and predictive draws need no
+back-transformation.
+
+Mixup hooks: ``mixable("x")`` (the standardised inputs, for vanilla mixup),
+``mixable("h")`` (the first hidden layer after its activation, for manifold
+mixup) and, with ``embed=True``, ``embed("z")``: the first layer outputs the
+mean and (through a softplus) the scale of a Gaussian embedding
+``z ~ N(m(x), s(x)^2)`` from shared weights, and the network continues from
+``relu(z)`` (M-ProbMix fuses there with ``probmix(at="z")``).
+
+Example::
+
+    >>> import torch
+    >>> x, y = torch.randn(32, 3), torch.randn(32)
+    >>> model = BNNRegressor(3, hidden=(8,), y_loc=0., y_scale=1.)
+    >>> guide = fit(model, x, y, method="probmix", epochs=2, progress=False)
+    >>> model(x).shape
+    torch.Size([32])
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro.infer import SVI, Trace_ELBO
+from pyro.infer.autoguide import AutoNormal
+from pyro.infer.autoguide.initialization import init_to_sample
+from pyro.nn import PyroModule, PyroSample
+from torch import nn
+
+from .. import handlers
+from ..primitives import embed as embed_layer
+from ..primitives import mixable
+from . import METHODS, uses_embed
+
+
+def _bayes_linear(n_in: int, n_out: int, prior_scale: float) -> PyroModule:
+    layer = PyroModule[nn.Linear](n_in, n_out)
+    s = prior_scale / math.sqrt(n_in)
+    layer.weight = PyroSample(dist.Normal(0.0, s).expand([n_out, n_in]).to_event(2))
+    layer.bias = PyroSample(dist.Normal(0.0, prior_scale).expand([n_out]).to_event(1))
+    return layer
+
+
+class BNNRegressor(PyroModule):
+    """Heteroscedastic Gaussian BNN: ``y ~ N(mu(x), sigma(x)^2)`` with a ReLU MLP.
+
+    :param in_dim: number of input features.
+    :param hidden: hidden-layer widths.
+    :param embed: make the first hidden layer a stochastic embedding (M-ProbMix).
+    :param prior_scale: weight prior ``N(0, prior_scale^2 / fan_in)``, bias prior ``N(0, prior_scale^2)``.
+    :param x_loc, x_scale, y_loc, y_scale: standardisation (training-set statistics).
+    :param min_scale: floor of sigma, in standardised units.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden=(50,),
+        *,
+        embed: bool = False,
+        prior_scale: float = 1.0,
+        x_loc=None,
+        x_scale=None,
+        y_loc: float = 0.0,
+        y_scale: float = 1.0,
+        min_scale: float = 1e-3,
+    ):
+        super().__init__()
+        hidden = tuple(int(h) for h in hidden)
+        if not hidden:
+            raise ValueError("hidden needs at least one layer")
+        self.in_dim, self.hidden_sizes, self.use_embed = int(in_dim), hidden, bool(embed)
+        self.min_scale = float(min_scale)
+        f = torch.get_default_dtype()
+        self.register_buffer("x_loc", torch.zeros(in_dim) if x_loc is None else torch.as_tensor(np.asarray(x_loc), dtype=f))
+        self.register_buffer("x_scale", torch.ones(in_dim) if x_scale is None else torch.as_tensor(np.asarray(x_scale), dtype=f))
+        self.register_buffer("y_loc", torch.as_tensor(float(y_loc), dtype=f))
+        self.register_buffer("y_scale", torch.as_tensor(float(y_scale), dtype=f))
+        sizes = (self.in_dim,) + hidden
+        layers = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(_bayes_linear(a, 2 * b if (embed and i == 0) else b, prior_scale))
+        self.layers = PyroModule[nn.ModuleList](layers)
+        self.head = _bayes_linear(sizes[-1], 2, prior_scale)
+
+    def predict_params(self, x):
+        """(loc, scale) of ``p(y | x)`` in original units, for one draw of the weights
+        (and of the embedding noise)."""
+        h = mixable("x", (x - self.x_loc) / self.x_scale)
+        for i, layer in enumerate(self.layers):
+            a = layer(h)
+            if i == 0 and self.use_embed:
+                m, s = a.chunk(2, dim=-1)
+                a = embed_layer("z", dist.Normal(m, F.softplus(s) + 1e-3).to_event(1))
+            h = F.relu(a)
+            if i == 0:
+                h = mixable("h", h)
+        out = self.head(h)
+        mu, sigma = out[..., 0], F.softplus(out[..., 1]) + self.min_scale
+        return self.y_loc + self.y_scale * mu, self.y_scale * sigma
+
+    def forward(self, x, y=None, num_data=None):
+        """``num_data``: the full training-set size when ``x`` is a minibatch (the
+        likelihood is scaled by ``num_data / len(x)``)."""
+        loc, scale = self.predict_params(x)
+        n = x.shape[0]
+        sub = None if num_data is None else torch.arange(n)
+        with pyro.plate("data", n if num_data is None else int(num_data), subsample=sub):
+            pyro.sample("y", dist.Normal(loc, scale), obs=y)
+        return loc
+
+
+def make_model(method: str, x_train, y_train, hidden=(50,), prior_scale: float = 1.0) -> BNNRegressor:
+    """The plain model a method trains (the embedding variant for m-probmix),
+    standardised with the training data."""
+    from .data import standardisation
+
+    x_loc, x_scale, y_loc, y_scale = standardisation(np.asarray(x_train), np.asarray(y_train))
+    return BNNRegressor(
+        np.asarray(x_train).shape[1],
+        hidden,
+        embed=uses_embed(method),
+        prior_scale=prior_scale,
+        x_loc=x_loc,
+        x_scale=x_scale,
+        y_loc=y_loc,
+        y_scale=y_scale,
+    )
+
+
+def wrap(model, method: str, alpha: float = 1.0, **options):
+    """The model as trained by ``method``: ERM is the model itself."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    if method == "erm":
+        return model
+    if method == "probmix":
+        return handlers.probmix(model, alpha=alpha, **options)
+    if method == "m-probmix":
+        if not getattr(model, "use_embed", False):
+            raise ValueError("m-probmix needs the embedding variant: BNNRegressor(..., embed=True)")
+        return handlers.probmix(model, alpha=alpha, at="z", **options)
+    if method == "mix":
+        return handlers.mixup(model, alpha=alpha, at="x", **options)
+    return handlers.mixup(model, alpha=alpha, at="h", **options)
+
+
+def fit(
+    model: BNNRegressor,
+    x,
+    y,
+    *,
+    method: str = "erm",
+    alpha: float = 1.0,
+    epochs: int = 200,
+    lr: float = 0.01,
+    batch_size: int | None = None,
+    init_scale: float = 0.05,
+    seed: int | None = 0,
+    progress: bool = True,
+    clear_param_store: bool = True,
+    losses: list | None = None,
+):
+    """Train ``model`` by SVI (``AutoNormal``, ``Trace_ELBO``, clipped Adam) with
+    ``method``'s handler around it; returns the guide.
+
+    ``batch_size=None``: full batch (one step per epoch); otherwise shuffled
+    minibatches, the likelihood scaled to the full data set. The handler pairs
+    examples within each (mini)batch. ``losses``: a list that gets the ELBO loss
+    per epoch (per example).
+    """
+    if seed is not None:
+        pyro.set_rng_seed(seed)
+    if clear_param_store:
+        pyro.clear_param_store()
+    f = torch.get_default_dtype()
+    x = torch.as_tensor(np.asarray(x), dtype=f)
+    y = torch.as_tensor(np.asarray(y), dtype=f)
+    n = x.shape[0]
+    guide = AutoNormal(model, init_loc_fn=init_to_sample, init_scale=init_scale)
+    trained = wrap(model, method, alpha)
+    svi = SVI(trained, guide, pyro.optim.ClippedAdam({"lr": lr, "clip_norm": 10.0}), Trace_ELBO())
+    bs = n if batch_size is None or batch_size >= n else int(batch_size)
+    it = range(epochs)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = bar = tqdm(it, desc=f"svi {method}", leave=False)
+    for _ in it:
+        if bs == n:
+            loss = svi.step(x, y)
+        else:
+            perm = torch.randperm(n)
+            loss = 0.0
+            for start in range(0, n - bs + 1, bs):  # drop the ragged last batch
+                idx = perm[start : start + bs]
+                loss += svi.step(x[idx], y[idx], num_data=n) * bs / n
+        if losses is not None:
+            losses.append(loss / n)
+        if bar is not None:
+            bar.set_postfix(loss=f"{loss / n:.3f}", refresh=False)
+    return guide
+
+
+@torch.no_grad()
+def predict(model: BNNRegressor, guide, x, num_samples: int = 200):
+    """Posterior-predictive ``(loc, scale)`` per draw, arrays ``[num_samples, n]``:
+    each draw runs the guide once and the model once (a fresh embedding draw),
+    so mixtures over the draws marginalise weights and embedding noise."""
+    from pyro import poutine
+
+    x = torch.as_tensor(np.asarray(x), dtype=torch.get_default_dtype())
+    locs, scales = [], []
+    for _ in range(num_samples):
+        tr = poutine.trace(guide).get_trace(x)
+        with poutine.replay(trace=tr):
+            loc, scale = model.predict_params(x)
+        locs.append(loc)
+        scales.append(scale)
+    return torch.stack(locs).numpy(), torch.stack(scales).numpy()

@@ -1,0 +1,120 @@
+"""NumPyro primitives that mark where a handler may mix: :func:`embed` and :func:`mixable`.
+
+Both are effectful operations (like ``numpyro.sample``): they send a message of
+their own type (``"embed"``, ``"mixable"``) through NumPyro's handler stack with
+:func:`numpyro.primitives.apply_stack`. Without a handler whose ``at=`` names
+them they return their input (``mixable``) or a reparameterised draw
+(``embed``); neither adds a sample site, so no guide needs to know about them
+and the ELBO ignores them.
+"""
+
+from __future__ import annotations
+
+import numpyro
+from numpyro.primitives import _PYRO_STACK, apply_stack
+
+
+def _embed(distribution, dim=None, rng_key=None):
+    return distribution.rsample(rng_key)
+
+
+def _mixable(tensor, event_dim=None):
+    return tensor
+
+
+def _no_key(name):
+    return ValueError(
+        f"embed({name!r}, ...) draws z and needs a PRNG key: run the model under "
+        "numpyro.handlers.seed (SVI, Predictive and MCMC do this) or pass rng_key="
+    )
+
+
+def embed(name: str, distribution, *, dim=None, rng_key=None):
+    """A stochastic embedding layer (M-ProbMix, paper eq. 27).
+
+    Returns a reparameterised draw ``z ~ distribution``; adds no latent site.
+    Under :func:`~pyro_mixup.numpyro.handlers.probmix` with ``at=name`` the draw
+    comes from the log-linear pool of each example's embedding distribution
+    with its partner's.
+
+    :param str name: the name handlers refer to with ``at=``.
+    :param distribution: a reparameterisable distribution whose batch shape
+        holds the examples (e.g. ``Normal(m, s).to_event(1)``).
+    :param int dim: the batch dim that indexes examples; default: the enclosing
+        plate's dim, else the rightmost batch dim.
+    :param rng_key: a PRNG key for the draw; default: one from the enclosing
+        :class:`~numpyro.handlers.seed` (``numpyro.prng_key()``).
+
+    **Example:**
+
+    .. doctest::
+
+       >>> import jax.numpy as jnp
+       >>> import numpyro, numpyro.distributions as dist
+       >>> with numpyro.handlers.seed(rng_seed=0):
+       ...     z = embed("h", dist.Normal(jnp.zeros((4, 3)), 1.0).to_event(1))
+       >>> z.shape
+       (4, 3)
+    """
+    if not getattr(distribution, "has_rsample", False):
+        raise ValueError(
+            f"embed({name!r}, ...) needs a reparameterisable distribution (has_rsample); "
+            f"got {type(distribution).__name__}"
+        )
+    if not _PYRO_STACK:
+        if rng_key is None:
+            raise _no_key(name)
+        return distribution.rsample(rng_key)
+    if rng_key is None:
+        rng_key = numpyro.prng_key()
+        if rng_key is None:
+            raise _no_key(name)
+    msg = {
+        "type": "embed",
+        "name": name,
+        "fn": _embed,
+        "args": (distribution,),
+        "kwargs": {"dim": dim, "rng_key": rng_key},
+        "value": None,
+        "scale": None,
+        "cond_indep_stack": [],
+        "infer": {},
+    }
+    return apply_stack(msg)["value"]
+
+
+def mixable(name: str, tensor, *, event_dim=None):
+    """Mark a deterministic array (inputs, a hidden layer) that mixup may mix.
+
+    Returns ``tensor`` unchanged, except under
+    :func:`~pyro_mixup.numpyro.handlers.mixup` with ``at=name``, which returns
+    ``lam * t + (1 - lam) * t[perm]`` along the example dim.
+
+    :param str name: the name handlers refer to with ``at=``.
+    :param tensor: the array, examples along one batch dim.
+    :param int event_dim: number of rightmost feature dims (default: 1 if the
+        array has 2 or more dims, else 0). The example dim is the enclosing
+        plate's dim, else the rightmost batch dim.
+
+    **Example:**
+
+    .. doctest::
+
+       >>> import jax.numpy as jnp
+       >>> mixable("x", jnp.ones((5, 2))).shape
+       (5, 2)
+    """
+    if not _PYRO_STACK:
+        return tensor
+    msg = {
+        "type": "mixable",
+        "name": name,
+        "fn": _mixable,
+        "args": (tensor,),
+        "kwargs": {"event_dim": event_dim},
+        "value": None,
+        "scale": None,
+        "cond_indep_stack": [],
+        "infer": {},
+    }
+    return apply_stack(msg)["value"]
