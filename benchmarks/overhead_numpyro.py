@@ -104,6 +104,8 @@ EXTRA = {
     "mixup_inputs": lambda: mixup(model_mixable, at="x"),
     "probmix_fixed": lambda: probmix(model, lam=0.3, perm=np.roll(np.arange(N), 1)),
     "probmix_alpha0_shift": lambda: probmix(model, alpha=0.0, pairing="shift"),
+    "probmix_alpha0": lambda: probmix(model, alpha=0.0),
+    "probmix_fixedperm": lambda: probmix(model, perm=np.roll(np.arange(N), 1)),
 }
 
 

@@ -339,10 +339,28 @@ def check_pairing(backend, lam, partner, n: int, *, permutation: bool) -> None:
         raise ValueError(f"partner indices must lie in 0..{n - 1}")
 
 
+def check_explicit_pairing(backend, lam, perm) -> None:
+    """Validate a handler's explicit ``lam=`` / ``perm=`` once, at construction."""
+    if perm is not None:
+        shape = backend.shape(perm)
+        if len(shape) != 1:
+            raise ValueError(f"perm must be a 1-D permutation of the batch; got shape {tuple(shape)}")
+        n = shape[0]
+    else:
+        lam_shape = backend.shape(lam) if lam is not None else ()
+        n = lam_shape[0] if len(lam_shape) == 1 else 2
+        perm = np.arange(n)
+    check_pairing(backend, 0.5 if lam is None else lam, backend.as_index(perm), n, permutation=True)
+
+
 def pool_pairs(backend, d, lam, perm, dim: int = -1, *, validate: bool = True):
-    node = decompose(backend, d)
     batch_shape = tuple(d.batch_shape)
     dim = normalise_dim(dim, batch_shape)
+    family = backend.lookup(d)
+    if family is not None and not validate and not family.fixed:
+        # The handlers' hot path: a bare leaf, inputs already checked.
+        return _pair_leaf(backend, d, family, lam, perm, dim)
+    node = decompose(backend, d)
     n = batch_shape[dim]
     like = backend.first_param(node)
     lam = backend.as_weight(lam, like)
@@ -350,3 +368,23 @@ def pool_pairs(backend, d, lam, perm, dim: int = -1, *, validate: bool = True):
     if validate:
         check_pairing(backend, lam, perm, n, permutation=False)
     return _pool_node(backend, [node], batch_shape, _PairSum(backend, lam, perm, dim, len(batch_shape)))
+
+
+def _pair_leaf(backend, d, family, lam, perm, dim):
+    """pool_pairs for an unwrapped distribution, with as little Python as possible."""
+    batch_shape = tuple(d.batch_shape)
+    params = []
+    for name, rank in zip(family.params, family.param_event_dims):
+        p = backend.param(d, name)
+        shape = tuple(p.shape)
+        full = batch_shape + shape[len(shape) - rank:] if rank else batch_shape
+        params.append(p if shape == full else backend.broadcast_to(p, full))
+    lam = backend.as_weight(lam, params[0])
+    pooled = []
+    for eta, rank in zip(family.to_natural(backend.ops, *params), family.natural_event_dims):
+        axis = dim - rank
+        weight = lam
+        if backend.shape(lam):
+            weight = backend.reshape(lam, (-1,) + (1,) * (-axis - 1))
+        pooled.append(backend.lerp(backend.take(eta, perm, axis), eta, weight))
+    return backend.construct(d, family, family.from_natural(backend.ops, *pooled))

@@ -17,8 +17,15 @@ from pyro.distributions import TorchDistribution, constraints
 
 
 def along(t, dim):
-    """Reshape a per-example ``(n,)`` tensor to broadcast along ``dim`` (negative)."""
-    return t if t.dim() == 0 else t.reshape((-1,) + (1,) * (-dim - 1))
+    """Reshape a per-example ``(n,)`` weight to broadcast along ``dim`` (negative);
+    scalars (floats, 0-d tensors) pass through."""
+    if isinstance(t, float) or t.dim() == 0:
+        return t
+    return t.reshape((-1,) + (1,) * (-dim - 1))
+
+
+def _weight(lam, like):
+    return lam if isinstance(lam, float) or lam.dtype == like.dtype else lam.to(like.dtype)
 
 
 def partner_of(value, perm, axis):
@@ -64,7 +71,7 @@ class PairedTarget(_PairScore):
             # mask is broadcast to batch_shape by the handler
             lp_self = lp_self.masked_fill(~self.pair_mask, 0.0)
             lp_partner = lp_partner.masked_fill(~partner_of(self.pair_mask, self.perm, self.dim), 0.0)
-        return torch.lerp(lp_partner, lp_self, along(self.lam, self.dim).to(lp_self.dtype))
+        return torch.lerp(lp_partner, lp_self, _weight(along(self.lam, self.dim), lp_self))
 
 
 class SoftLabelTarget(_PairScore):
@@ -104,7 +111,7 @@ def soft_label_kind(family_name):
 
 
 def mix_values(value, lam, perm, axis, beta):
-    mixed = torch.lerp(partner_of(value, perm, axis), value, along(lam, axis).to(value.dtype))
+    mixed = torch.lerp(partner_of(value, perm, axis), value, _weight(along(lam, axis), value))
     if beta > 0:
         mixed = mixed + beta**0.5 * torch.randn_like(mixed)
     return mixed

@@ -17,6 +17,8 @@ shared by model and guide. ERM is the unwrapped model.
 
 from __future__ import annotations
 
+import math
+import random
 import warnings
 
 import numpy as np
@@ -27,6 +29,7 @@ from pyro.poutine.messenger import Messenger
 from . import _engine
 from ._options import PARTICLE_PLATES, check_common, resolve_target
 from ._torch_scoring import PairedTarget, SoftLabelTarget, along, mix_values, partner_of, soft_label_kind
+from .errors import UnsupportedDistributionError
 from .pairing import PartnerTable
 from .torch_backend import BACKEND
 
@@ -45,12 +48,7 @@ class PairingDraws:
         self.fixed_perm = None if perm is None else torch.as_tensor(perm, dtype=torch.long)
         self.pairing = pairing
         self.per_example = per_example
-        if self.fixed_perm is not None:
-            n = self.fixed_perm.shape[0] if self.fixed_perm.dim() == 1 else -1
-            _engine.check_pairing(BACKEND, self.fixed_lam if self.fixed_lam is not None else 0.5, self.fixed_perm, n, permutation=True)
-        elif self.fixed_lam is not None:
-            n = self.fixed_lam.shape[0] if self.fixed_lam.dim() == 1 else 2
-            _engine.check_pairing(BACKEND, self.fixed_lam, torch.arange(n), n, permutation=True)
+        _engine.check_explicit_pairing(BACKEND, self.fixed_lam, self.fixed_perm)
         self.reset()
 
     def reset(self):
@@ -68,6 +66,8 @@ class PairingDraws:
             return int(n)
 
     def lam(self, n, like):
+        """The mixing weight: a Python float (one per batch, eager mode), or a
+        tensor (one per example, or under torch.jit tracing)."""
         n = self._size(n)
         key = n if self.per_example else None
         lam = self._lam.get(key)
@@ -76,30 +76,39 @@ class PairingDraws:
                 lam = self.fixed_lam
                 if lam.dim() == 1 and lam.shape[0] != n:
                     raise ValueError(f"lam has {lam.shape[0]} values but the batch has {n} examples")
+                if lam.dim() == 0 and not torch.jit.is_tracing():
+                    lam = float(lam)
             else:
                 lam = self._draw_lam(n if self.per_example else None)
             self._lam[key] = lam
+        if isinstance(lam, float):
+            return lam
         # class labels and counts can be integer tensors: weights stay floating point
         dtype = like.dtype if like.is_floating_point() else torch.get_default_dtype()
         return lam if lam.dtype == dtype and lam.device == like.device else lam.to(dtype=dtype, device=like.device)
 
     def _draw_lam(self, n):
-        shape = (2,) if n is None else (2, n)
         if self.alpha == 0.0:
-            return torch.ones(shape[1:])  # Beta(0, 0) limit: all weight on one member, i.e. ERM
+            # Beta(0, 0) limit: all weight on one member, i.e. ERM
+            return 1.0 if n is None else torch.ones(n)
         # Beta(a, a) = G1 / (G1 + G2), with log G(a) = log G(a + 1) + log(U) / a:
         # stable for small a, where G(a) itself underflows to 0.
+        a = self.alpha
         if torch.jit.is_tracing():
             # torch ops, so that torch.jit records the draw and replays it fresh each step
-            gamma = torch._standard_gamma(torch.full(shape, self.alpha + 1.0))
+            shape = (2,) if n is None else (2, n)
+            gamma = torch._standard_gamma(torch.full(shape, a + 1.0))
             u = torch.rand(shape).clamp_min_(torch.finfo(torch.float32).tiny)
-            log_g = gamma.log() + u.log() / self.alpha
+            log_g = gamma.log() + u.log() / a
             return torch.sigmoid(log_g[0] - log_g[1])
-        # Eagerly, numpy's global RNG is several times cheaper than torch ops on a
-        # handful of numbers; pyro.set_rng_seed seeds it together with torch's.
-        log_g = np.log(np.random.standard_gamma(self.alpha + 1.0, shape)) + np.log1p(-np.random.random_sample(shape)) / self.alpha
-        lam = 0.5 * (1.0 + np.tanh(0.5 * (log_g[0] - log_g[1])))  # sigmoid without overflow
-        return torch.as_tensor(lam, dtype=torch.get_default_dtype())
+        # Eagerly, Python's and numpy's global RNGs (both seeded by
+        # pyro.set_rng_seed) draw a few numbers far cheaper than torch ops.
+        if n is None:
+            log_g1 = math.log(random.gammavariate(a + 1.0, 1.0)) + math.log(1.0 - random.random()) / a
+            log_g2 = math.log(random.gammavariate(a + 1.0, 1.0)) + math.log(1.0 - random.random()) / a
+            return 0.5 * (1.0 + math.tanh(0.5 * (log_g1 - log_g2)))  # sigmoid without overflow
+        log_g = np.log(np.random.standard_gamma(a + 1.0, (2, n))) + np.log1p(-np.random.random_sample((2, n))) / a
+        return torch.as_tensor(0.5 * (1.0 + np.tanh(0.5 * (log_g[0] - log_g[1]))), dtype=torch.get_default_dtype())
 
     def perm(self, n, device):
         n = self._size(n)
@@ -258,12 +267,9 @@ class _PairMessenger(Messenger):
         if mask is not None:
             mask = mask.expand(batch_shape)
         family, target = self._target_for(msg["name"], fn)
+        lam = self.draws.lam(n, msg["value"])
         if pool:
-            like = BACKEND.first_param(_engine.decompose(BACKEND, fn))
-            lam = self.draws.lam(n, like)
             fn = _engine.pool_pairs(BACKEND, fn, lam, perm, dim, validate=False)
-        else:
-            lam = self.draws.lam(n, msg["value"])
         if target == "expected":
             msg["fn"] = PairedTarget(fn, lam, perm, dim, mask)
         elif family is not None and family.classification:
@@ -274,17 +280,17 @@ class _PairMessenger(Messenger):
             msg["fn"] = fn if mask is None else fn.mask(mask & partner_of(mask, perm, dim))
 
     def _target_for(self, name, fn):
+        """The family (None outside the registry) and the target of a site, cached per site."""
         key = (name, type(fn))
         hit = self._targets.get(key)
         if hit is None:
-            node = _engine.decompose(BACKEND, fn) if BACKEND.lookup(fn) or BACKEND.unwrap(fn) else None
-            family = None
             try:
-                while node is not None and node.child is not None:
+                node = _engine.decompose(BACKEND, fn)
+                while node.child is not None:
                     node = node.child
-                family = node.family if node is not None else None
-            except _engine.UnsupportedDistributionError:
-                family = None
+                family = node.family
+            except UnsupportedDistributionError:
+                family = None  # fine for mixup; probmix raises when it pools
             hit = (family, resolve_target(name, family, fn.support.is_discrete, self.target, self.beta))
             self._targets[key] = hit
         return hit

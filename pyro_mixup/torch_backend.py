@@ -104,7 +104,11 @@ class TorchBackend:
         return self.param(node.dist, node.family.params[0])
 
     # --- arrays -----------------------------------------------------------
-    shape = staticmethod(lambda x: tuple(x.shape) if isinstance(x, torch.Tensor) else np.shape(x))
+    @staticmethod
+    def shape(x):
+        if isinstance(x, torch.Tensor):
+            return tuple(x.shape)
+        return () if isinstance(x, (int, float)) else np.shape(x)  # np.shape is slow on scalars
 
     @staticmethod
     def broadcast_to(x, shape):
@@ -122,7 +126,7 @@ class TorchBackend:
 
     @staticmethod
     def lerp(start, end, weight):
-        if weight.dim() and weight.dtype != start.dtype:
+        if isinstance(weight, torch.Tensor) and weight.dtype != start.dtype:
             weight = weight.to(start.dtype)
         return torch.lerp(start, end, weight)
 
@@ -136,6 +140,8 @@ class TorchBackend:
 
     @staticmethod
     def as_weight(w, like):
+        if isinstance(w, float):
+            return w  # Python scalars broadcast for free
         if isinstance(w, torch.Tensor):
             return w if w.dtype == like.dtype else w.to(like.dtype)
         return torch.as_tensor(w, dtype=like.dtype, device=like.device)

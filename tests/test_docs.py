@@ -11,3 +11,36 @@ def test_pooling_page_lists_every_family():
     text = (DOCS / "pooling.md").read_text()
     missing = [f.name for f in ALL_FAMILIES if f.name not in text]
     assert not missing, f"docs/pooling.md does not mention {missing}"
+
+
+import re
+import runpy
+import sys
+
+import pytest
+
+ROOT = DOCS.parent
+
+
+def _python_blocks(path):
+    return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
+
+
+def test_readme_example_runs_as_printed():
+    block = _python_blocks(ROOT / "README.md")[0]
+    namespace = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    p = namespace["p"]
+    assert abs(p.loc.item() - 75) < 1e-3 and abs(-p.log_prob(__import__("torch").tensor(80.0)).item() - 3.59) < 5e-3
+    assert namespace["loss"] == namespace["loss"]  # trained without NaN
+
+
+def test_handlers_page_example_runs():
+    block = _python_blocks(DOCS / "handlers.md")[0]
+    exec(compile(block, "docs/handlers.md", "exec"), {})
+
+
+@pytest.mark.parametrize("script", ["pyro_regression.py", "pyro_bnn.py"])
+def test_pyro_examples_run(script, monkeypatch):
+    monkeypatch.setattr(sys, "argv", [script, "--steps", "3"])
+    runpy.run_path(str(ROOT / "examples" / script), run_name="__main__")

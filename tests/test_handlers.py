@@ -157,7 +157,7 @@ def test_random_draws_are_beta_and_permutations():
     lams, perms = [], []
     for _ in range(2000):
         draws.reset()
-        lams.append(draws.lam(8, torch.zeros(())).item())
+        lams.append(float(draws.lam(8, torch.zeros(()))))
         perms.append(draws.perm(8, torch.device("cpu")))
     lams = np.array(lams)
     # Beta(0.5, 0.5): mean 1/2, variance 1/8
@@ -175,7 +175,13 @@ def test_tiny_alpha_gives_finite_lam_in_float32():
     for _ in range(50):
         draws.reset()
         lam = draws.lam(64, torch.zeros((), dtype=torch.float32))
-        assert torch.isfinite(lam).all() and ((lam >= 0) & (lam <= 1)).all()
+        assert lam.shape == (64,) and torch.isfinite(lam).all() and ((lam >= 0) & (lam <= 1)).all()
+    scalar = PairingDraws(1e-3, None, None, "permutation", False)
+    values = []
+    for _ in range(200):
+        scalar.reset()
+        values.append(scalar.lam(64, torch.zeros(())))
+    assert all(0.0 <= v <= 1.0 for v in values) and np.mean(np.minimum(values, 1 - np.array(values)) < 1e-3) > 0.9
 
 
 # --- masks and subsampling --------------------------------------------------------
@@ -274,8 +280,9 @@ def test_svi_loss_decreases(name):
 
 
 @pytest.mark.parametrize("guide_cls", [AutoNormal, AutoDelta, AutoDiagonalNormal])
-@pytest.mark.parametrize("elbo", [Trace_ELBO(), TraceMeanField_ELBO(), Trace_ELBO(num_particles=4, vectorize_particles=True, max_plate_nesting=1)],
-                         ids=["trace", "meanfield", "vectorized"])
+@pytest.mark.parametrize("elbo", [Trace_ELBO(), TraceMeanField_ELBO(), Trace_ELBO(num_particles=2),
+                                  Trace_ELBO(num_particles=4, vectorize_particles=True, max_plate_nesting=1)],
+                         ids=["trace", "meanfield", "particles", "vectorized"])
 def test_bnn_with_autoguides_and_elbos(guide_cls, elbo):
     net = Net(bayesian=True)
     model = probmix(net, alpha=0.4)
@@ -599,3 +606,17 @@ def test_error_bad_options():
         mixup(normal_model, at=None)
     with pytest.raises(ValueError, match="sites"):
         probmix(normal_model, sites="y")
+
+
+def test_mixup_accepts_likelihoods_outside_the_registry():
+    # vanilla mixup mixes inputs and targets; it never pools, so StudentT is fine
+    def model(x, y=None):
+        x = mixable("x", x)
+        with pyro.plate("data", len(x)):
+            pyro.sample("y", dist.StudentT(4.0, x.sum(-1), 1.0), obs=y)
+
+    x, y = torch.randn(4, 2), torch.arange(4.0)
+    tr = poutine.trace(mixup(model, at="x", lam=LAM, perm=PERM)).get_trace(x, y)
+    assert torch.allclose(tr.nodes["y"]["value"], LAM * y + (1 - LAM) * y[PERM])
+    with pytest.raises(UnsupportedDistributionError):
+        probmix(model)(x, y)

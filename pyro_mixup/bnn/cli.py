@@ -324,7 +324,8 @@ def _method_plots(out: Path, method: str, idata):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            az.plot_ppc(idata, num_pp_samples=50)
+            total = idata["posterior_predictive"].sizes["chain"] * idata["posterior_predictive"].sizes["draw"]
+            az.plot_ppc(idata, num_pp_samples=min(50, total))
             plt.gcf().suptitle(f"PPC: {method}")
             plt.savefig(ppc_path, dpi=80)
         finally:

@@ -132,8 +132,8 @@ def fit(model, x, y, *, method="erm", alpha=1.0, epochs=200, lr=0.01, batch_size
         seed=0, progress=True, losses=None):
     """SVI (AutoNormal, Trace_ELBO, clipped Adam) with ``method``'s handler;
     returns ``(guide, params)``. Options as :func:`pyro_mixup.bnn.models_pyro.fit`,
-    except that full-batch training runs whole chunks of 50 steps, so ``epochs``
-    is rounded up to a multiple of 50."""
+    except that full-batch training runs whole chunks of (up to) 50 steps, so
+    ``epochs`` is rounded up to a multiple of the chunk."""
     import jax
     import jax.numpy as jnp
     from numpyro.infer import SVI, Trace_ELBO
@@ -149,7 +149,7 @@ def fit(model, x, y, *, method="erm", alpha=1.0, epochs=200, lr=0.01, batch_size
     key = jax.random.PRNGKey(0 if seed is None else seed)
     key, k_init = jax.random.split(key)
     bs = n if batch_size is None or batch_size >= n else int(batch_size)
-    chunk = 50  # full batch: run steps in jitted chunks (lax.scan), far less dispatch overhead
+    chunk = max(1, min(50, epochs))  # full batch: run steps in jitted chunks (lax.scan), far less dispatch overhead
     if bs == n:
         state = svi.init(k_init, x, y)
 

@@ -47,11 +47,10 @@ from ._scoring import (
     PAIR_BACKEND,
     PairedTarget,
     Partner,
+    HashStream,
     SoftLabelTarget,
-    beta_symmetric,
     mix_values,
     partner_of,
-    permutation_bits,
     soft_label_kind,
 )
 from .backend import BACKEND
@@ -80,31 +79,24 @@ class PairingDraws:
         self.pairing = pairing
         self.per_example = per_example
         self.rng_key = rng_key
-        if self.fixed_perm is not None:
-            n = self.fixed_perm.shape[0] if self.fixed_perm.ndim == 1 else -1
-            _engine.check_pairing(
-                BACKEND, self.fixed_lam if self.fixed_lam is not None else 0.5, self.fixed_perm, n, permutation=True
-            )
-        elif self.fixed_lam is not None:
-            n = self.fixed_lam.shape[0] if self.fixed_lam.ndim == 1 else 2
-            _engine.check_pairing(BACKEND, self.fixed_lam, jnp.arange(n), n, permutation=True)
+        _engine.check_explicit_pairing(BACKEND, self.fixed_lam, self.fixed_perm)
         if isinstance(pairing, PartnerTable):
             self._table = (
                 jnp.asarray(pairing.candidates, dtype=jnp.int32),
-                None if pairing.probs is None else jnp.log(jnp.asarray(pairing.probs)),
+                None if pairing.probs is None else jnp.asarray(np.cumsum(pairing.probs, axis=1), dtype=jnp.result_type(float)),
             )
         self.reset()
 
     def reset(self):
-        self._key = None
-        self._count = 0
+        self._stream = None
         self._lam = {}
         self._perm = {}
 
-    # --- keys -------------------------------------------------------------
-    def key(self):
-        """A fresh key derived from this entry's key (drawn at first use)."""
-        if self._key is None:
+    # --- randomness -----------------------------------------------------------
+    @property
+    def stream(self):
+        """This entry's random stream, from one key taken at first use."""
+        if self._stream is None:
             key = self.rng_key
             if key is None:
                 key = numpyro.prng_key() if _PYRO_STACK else None
@@ -115,9 +107,8 @@ class PairingDraws:
                         "(SVI, Predictive and MCMC seed the model for you), or fix the draws "
                         "with lam= and perm="
                     )
-            self._key = key
-        self._count += 1
-        return random.fold_in(self._key, self._count)
+            self._stream = HashStream(key)
+        return self._stream
 
     # --- lam ----------------------------------------------------------------
     def lam(self, n, like):
@@ -132,7 +123,7 @@ class PairingDraws:
             elif self.alpha == 0.0:
                 lam = jnp.ones((n,) if self.per_example else (), dtype)
             else:
-                lam = beta_symmetric(self.key(), self.alpha, (n,) if self.per_example else (), dtype)
+                lam = self.stream.beta_symmetric(self.alpha, (n,) if self.per_example else (), dtype)
             self._lam[key] = lam
         return lam if lam.dtype == dtype else lam.astype(dtype)
 
@@ -154,9 +145,9 @@ class PairingDraws:
             elif isinstance(self.pairing, PartnerTable):
                 perm = Partner(self._draw_from_table(n))
             elif self.pairing == "shift":
-                perm = Partner(shift=random.randint(self.key(), (), 0, n), n=n)
+                perm = Partner(shift=self.stream.randint((), n), n=n)
             else:
-                perm = Partner(permutation_bits(self.key(), n))
+                perm = Partner(self.stream.permutation(n))
             self._perm[n] = perm
         return perm
 
@@ -167,15 +158,16 @@ class PairingDraws:
                 f"the pairing table covers {table.size} examples but the batch has {n}: a table "
                 "pairs a full batch; for minibatches use table.batches(...) and pass perm="
             )
-        cand, log_probs = self._table
-        if log_probs is None:
-            cols = random.randint(self.key(), (n,), 0, cand.shape[1])
+        cand, cum_probs = self._table
+        if cum_probs is None:
+            cols = self.stream.randint((n,), cand.shape[1])
         else:
-            cols = random.categorical(self.key(), log_probs, axis=-1)
+            u = self.stream.uniform((n, 1), cum_probs.dtype)
+            cols = jnp.minimum((u > cum_probs).sum(-1), cand.shape[1] - 1)
         return cand[jnp.arange(n), cols]
 
     def noise_key(self):
-        return self.key()
+        return self.stream.jax_key()
 
 
 class _PairMessenger(Messenger):
@@ -279,6 +271,10 @@ class _PairMessenger(Messenger):
         )
 
     def _selected(self, msg):
+        # numpyro.factor sites (a Unit distribution, also added by NumPyro's own
+        # reparameterisations) hold no observations to pair: never touch them.
+        if msg["infer"].get("is_auxiliary") or isinstance(msg["fn"], nd.distribution.Unit):
+            return False
         return msg["is_observed"] and (self.sites is None or msg["name"] in self.sites)
 
     # --- the observed sites -----------------------------------------------------

@@ -1,0 +1,235 @@
+"""BNN building blocks (Pyro and NumPyro) and the ``pyro-mixup bnn`` command,
+on real SVI: log-likelihoods against an independent NumPy forward pass, the
+embedding noise being marginalised, every method training, the CLI end to end
+on a tiny dataset written in the UCI layout."""
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pyro
+import pyro.poutine as poutine
+import pytest
+import torch
+from scipy import stats
+
+from pyro_mixup import diagnostics
+from pyro_mixup.bnn import METHODS
+from pyro_mixup.bnn import models_pyro as MP
+from pyro_mixup.bnn.cli import _parse_splits
+from pyro_mixup.bnn.data import load_split, n_splits, standardisation
+
+pytest.importorskip("arviz")
+
+
+@pytest.fixture(autouse=True)
+def _fresh():
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    yield
+
+
+def _toy(n=48, d=2, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-2, 2, size=(n, d))
+    y = 3.0 + np.sin(2 * x[:, 0]) + 0.5 * x[:, 1] + (0.1 + 0.2 * np.abs(x[:, 0])) * rng.standard_normal(n)
+    return x, y
+
+
+def write_uci(root, name="tiny", n=40, d=3, splits=2, seed=0):
+    """A tiny dataset in the standard UCI layout (target in the last column)."""
+    x, y = _toy(n, d, seed)
+    folder = root / name
+    folder.mkdir(parents=True)
+    np.savetxt(folder / "data.txt", np.column_stack([x, y]))
+    np.savetxt(folder / "index_features.txt", np.arange(d), fmt="%d")
+    np.savetxt(folder / "index_target.txt", [d], fmt="%d")
+    rng = np.random.default_rng(seed + 1)
+    for k in range(splits):
+        perm = rng.permutation(n)
+        np.savetxt(folder / f"index_train_{k}.txt", np.sort(perm[: n - n // 5]), fmt="%d")
+        np.savetxt(folder / f"index_test_{k}.txt", np.sort(perm[n - n // 5 :]), fmt="%d")
+    (folder / "n_splits.txt").write_text(f"{splits}\n")
+    return x, y
+
+
+# --- data ------------------------------------------------------------------------
+
+
+def test_loader_reads_the_uci_layout(tmp_path):
+    x, y = write_uci(tmp_path, n=30, d=2, splits=3)
+    assert n_splits(tmp_path, "tiny") == 3
+    s = load_split(tmp_path, "tiny", 1)
+    test_idx = np.loadtxt(tmp_path / "tiny" / "index_test_1.txt", dtype=int)
+    np.testing.assert_allclose(s.x_test, x[test_idx], rtol=1e-12)
+    np.testing.assert_allclose(s.y_test, y[test_idx], rtol=1e-12)
+    assert s.x_train.shape == (24, 2) and s.y_train.shape == (24,)
+    with pytest.raises(FileNotFoundError):
+        load_split(tmp_path, "missing", 0)
+
+
+def test_standardisation_and_split_parsing():
+    x = np.array([[1.0, 5.0], [3.0, 5.0]])
+    x_loc, x_scale, y_loc, y_scale = standardisation(x, np.array([0.0, 2.0]))
+    np.testing.assert_allclose(x_loc, [2.0, 5.0])
+    np.testing.assert_allclose(x_scale, [1.0, 1.0])  # constant column -> scale 1
+    assert (y_loc, y_scale) == (1.0, 1.0)
+    assert _parse_splits("all", 4) == [0, 1, 2, 3]
+    assert _parse_splits("2", 4) == [0, 1]
+    assert _parse_splits("1-3", 4) == [1, 2, 3]
+    assert _parse_splits("0,3", 4) == [0, 3]
+    with pytest.raises(SystemExit):
+        _parse_splits("5,6", 4)
+
+
+# --- the Pyro BNN ----------------------------------------------------------------
+
+
+def _numpy_forward(post, x, model, i):
+    """loc, scale of draw i from the posterior group, by hand."""
+    h = (x - model.x_loc.numpy()) / model.x_scale.numpy()
+    for j in range(len(model.hidden_sizes)):
+        w, b = post[f"layers.{j}.weight"].values[0, i], post[f"layers.{j}.bias"].values[0, i]
+        h = np.maximum(h @ w.T + b, 0.0)
+    w, b = post["head.weight"].values[0, i], post["head.bias"].values[0, i]
+    out = h @ w.T + b
+    mu, sigma = out[:, 0], np.logaddexp(0.0, out[:, 1]) + model.min_scale
+    return float(model.y_loc) + float(model.y_scale) * mu, float(model.y_scale) * sigma
+
+
+def test_pyro_bnn_loglik_equals_independent_forward_pass():
+    x, y = _toy()
+    model = MP.make_model("erm", x[:40], y[:40], hidden=(6, 5))
+    guide = MP.fit(model, x[:40], y[:40], epochs=60, progress=False)
+    idata = diagnostics.to_inference_data(model, guide, x[40:], y[40:], num_samples=12)
+    post = idata.posterior
+    assert post["layers.0.weight"].dims == ("chain", "draw", "layers.0.weight_dim_0", "layers.0.weight_dim_1")
+    assert post["layers.0.weight"].shape == (1, 12, 6, 2)
+    ll = idata.log_likelihood["y"].values[0]
+    assert ll.shape == (12, 8)
+    for i in range(12):
+        loc, scale = _numpy_forward(post, x[40:], model, i)
+        np.testing.assert_allclose(ll[i], stats.norm.logpdf(y[40:], loc, scale), rtol=1e-4, atol=1e-4)
+    # draws differ (a posterior, not a point estimate)
+    assert np.std(post["head.bias"].values[0, :, 0]) > 0
+
+
+def test_embedding_noise_is_marginalised_per_draw():
+    x, y = _toy(20)
+    model = MP.make_model("m-probmix", x, y, hidden=(4,))
+    proto = poutine.trace(model).get_trace(torch.as_tensor(x, dtype=torch.float32))
+    assert "z" not in proto.nodes  # embed adds no latent site
+    fixed = {n: s["value"].detach().expand((5,) + s["value"].shape) for n, s in proto.nodes.items()
+             if n.startswith(("layers.", "head."))}
+    idata = diagnostics.to_inference_data(model, fixed, x, y)
+    ll = idata.log_likelihood["y"].values[0]
+    assert np.all(np.std(ll, axis=0) > 0)  # same weights, a fresh embedding draw per draw
+    plain = MP.make_model("erm", x, y, hidden=(4,))
+    proto = poutine.trace(plain).get_trace(torch.as_tensor(x, dtype=torch.float32))
+    fixed = {n: s["value"].detach().expand((5,) + s["value"].shape) for n, s in proto.nodes.items()
+             if n.startswith(("layers.", "head."))}
+    ll = diagnostics.to_inference_data(plain, fixed, x, y).log_likelihood["y"].values[0]
+    np.testing.assert_allclose(np.std(ll, axis=0), 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_trains_and_reduces_the_loss(method):
+    x, y = _toy(64)
+    model = MP.make_model(method, x, y, hidden=(16,))
+    losses = []
+    MP.fit(model, x, y, method=method, alpha=0.5, epochs=150, lr=0.02, progress=False, losses=losses)
+    assert all(math.isfinite(v) for v in losses)
+    assert np.mean(losses[-20:]) < np.mean(losses[:20]) - 0.5
+
+
+def test_minibatch_training_scales_the_likelihood():
+    x, y = _toy(64)
+    model = MP.make_model("probmix", x, y, hidden=(8,))
+    losses = []
+    MP.fit(model, x, y, method="probmix", epochs=20, batch_size=16, progress=False, losses=losses)
+    assert len(losses) == 20 and np.mean(losses[-5:]) < np.mean(losses[:5])
+    # the plate of a minibatch has the full data size
+    tr = poutine.trace(model).get_trace(torch.zeros(16, 2), torch.zeros(16), num_data=64)
+    assert tr.nodes["y"]["scale"] == pytest.approx(4.0)
+
+
+def test_wrap_names_the_right_sites():
+    x, y = _toy(8)
+    xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
+    plain = MP.make_model("erm", x, y, hidden=(4,))
+    emb = MP.make_model("m-probmix", x, y, hidden=(4,))
+    for method, model in [("probmix", plain), ("m-probmix", emb), ("mix", plain), ("m-mix", plain)]:
+        tr = poutine.trace(MP.wrap(model, method, alpha=0.5)).get_trace(xt, yt)  # at= must name a site
+        assert tr.nodes["y"]["is_observed"]
+    with pytest.raises(ValueError, match="embedding variant"):
+        MP.wrap(plain, "m-probmix")
+    with pytest.raises(ValueError, match="method"):
+        MP.wrap(plain, "cutmix")
+
+
+# --- the command ---------------------------------------------------------------------
+
+
+def _run_cli(argv):
+    from pyro_mixup.cli import main
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return main(argv)
+
+
+def test_cli_end_to_end_pyro(tmp_path):
+    write_uci(tmp_path / "uci", n=40, d=3, splits=3)
+    out = tmp_path / "out"
+    methods = list(METHODS)
+    rc = _run_cli(["bnn", "--data-dir", str(tmp_path / "uci"), "--dataset", "tiny", "--splits", "0,2",
+                   "--methods", ",".join(methods), "--epochs", "30", "--num-samples", "30",
+                   "--hidden", "8", "--out", str(out), "--quiet"])
+    assert rc == 0
+    d = out / "tiny"
+    for m in methods:
+        assert not (d / f"{m}_split1.json").exists()
+        for k in (0, 2):
+            rec = json.loads((d / f"{m}_split{k}.json").read_text())
+            assert rec["method"] == m and rec["split"] == k and rec["n_test"] == 8
+            assert math.isfinite(rec["nll"]) and math.isfinite(rec["rmse"]) and 0 <= rec["coverage"] <= 1
+            assert (d / f"{m}_split{k}_calibration.png").stat().st_size > 1000
+            idata = diagnostics.load(d / f"{m}_split{k}.nc")
+            assert idata.log_likelihood["y"].shape == (1, 30, 8)
+            # the JSON's NLL is the log-mean-exp of the NetCDF's log-likelihood
+            ll = idata.log_likelihood["y"].values[0].astype(np.float64)
+            assert rec["nll"] == pytest.approx(-np.mean(diagnostics.log_mean_exp(ll, 0)), rel=1e-6)
+        assert (d / f"ppc_{m}.png").exists() and (d / f"pit_{m}.png").exists()
+    report = (d / "report.md").read_text()
+    for m in methods:
+        assert f"| {m} |" in report
+    assert "az.compare" in report and "Pareto k" in report and "failed" not in report
+    assert "| probmix |" in report.split("## `az.compare`")[1]  # a compare row per method
+
+
+def test_cli_end_to_end_numpyro_embedding_model(tmp_path):
+    """NumPyro backend, M-ProbMix (embed layer + handler) through the command;
+    the NetCDF's log-likelihood is per test point and its NLL matches the JSON."""
+    pytest.importorskip("numpyro")
+    write_uci(tmp_path / "uci", n=30, d=2, splits=1)
+    out = tmp_path / "out"
+    rc = _run_cli(["bnn", "--data-dir", str(tmp_path / "uci"), "--dataset", "tiny", "--methods", "m-probmix",
+                   "--backend", "numpyro", "--epochs", "50", "--num-samples", "20", "--hidden", "4",
+                   "--out", str(out), "--quiet", "--no-plots"])
+    assert rc == 0
+    rec = json.loads((out / "tiny" / "m-probmix_split0.json").read_text())
+    assert rec["backend"] == "numpyro" and rec["n_test"] == 6 and math.isfinite(rec["nll"])
+    idata = diagnostics.load(out / "tiny" / "m-probmix_split0.nc")
+    assert idata.posterior.attrs["backend"] == "numpyro"
+    assert idata.log_likelihood["y"].dims == ("chain", "draw", "data") and idata.log_likelihood["y"].shape == (1, 20, 6)
+    ll = idata.log_likelihood["y"].values[0].astype(np.float64)
+    assert rec["nll"] == pytest.approx(-np.mean(diagnostics.log_mean_exp(ll, 0)), rel=1e-5)
+    assert "| m-probmix |" in (out / "tiny" / "report.md").read_text()
+
+
+def test_cli_rejects_unknown_methods(tmp_path):
+    write_uci(tmp_path / "uci", n=20, d=2, splits=1)
+    with pytest.raises(SystemExit):
+        _run_cli(["bnn", "--data-dir", str(tmp_path / "uci"), "--dataset", "tiny", "--methods", "erm,cutmix",
+                  "--out", str(tmp_path / "o"), "--quiet"])
