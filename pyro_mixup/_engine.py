@@ -376,9 +376,8 @@ def _pair_leaf(backend, d, family, lam, perm, dim):
     params = []
     for name, rank in zip(family.params, family.param_event_dims):
         p = backend.param(d, name)
-        shape = tuple(p.shape)
-        full = batch_shape + shape[len(shape) - rank:] if rank else batch_shape
-        params.append(p if shape == full else backend.broadcast_to(p, full))
+        shape = backend.shape(p)
+        params.append(backend.broadcast_to(p, batch_shape + shape[len(shape) - rank:] if rank else batch_shape))
     lam = backend.as_weight(lam, params[0])
     pooled = []
     for eta, rank in zip(family.to_natural(backend.ops, *params), family.natural_event_dims):

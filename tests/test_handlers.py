@@ -620,3 +620,73 @@ def test_mixup_accepts_likelihoods_outside_the_registry():
     assert torch.allclose(tr.nodes["y"]["value"], LAM * y + (1 - LAM) * y[PERM])
     with pytest.raises(UnsupportedDistributionError):
         probmix(model)(x, y)
+
+
+# --- the paper's section 4 reductions, as properties of the handlers ----------------------
+
+from hypothesis import given, settings, strategies as st
+
+
+def _loss(model, handler, *args):
+    tr = poutine.trace(handler(model)).get_trace(*args)
+    return tr.log_prob_sum()
+
+
+@given(lam=st.floats(0, 1), seed=st.integers(0, 1000))
+@settings(max_examples=25, deadline=None)
+def test_linear_homoscedastic_probmix_is_vanilla_mixup(lam, seed):
+    # Thm 4.4 + linearity: pooling N(w x_i + b, s) and N(w x_j + b, s) gives N(w x~ + b, s)
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(6, 3, generator=g), torch.randn(6, generator=g)
+    w, b = torch.randn(3, generator=g), 0.7
+    perm = torch.randperm(6, generator=g)
+
+    def model(x, y=None):
+        x = mixable("x", x)
+        with pyro.plate("data", len(x)):
+            pyro.sample("y", dist.Normal(x @ w + b, 0.8), obs=y)
+
+    a = _loss(model, lambda m: probmix(m, lam=lam, perm=perm), x, y)
+    c = _loss(model, lambda m: mixup(m, at="x", lam=lam, perm=perm), x, y)
+    assert torch.allclose(a, c, atol=1e-4)
+
+
+@given(lam=st.floats(0, 1), seed=st.integers(0, 1000))
+@settings(max_examples=25, deadline=None)
+def test_linear_logits_probmix_is_vanilla_mixup_for_classes(lam, seed):
+    # Thm 4.3: the categorical pool mixes the logits; with linear logits that is mixup
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(6, 3, generator=g), torch.randint(0, 4, (6,), generator=g)
+    w = torch.randn(3, 4, generator=g)
+    perm = torch.randperm(6, generator=g)
+
+    def model(x, y=None):
+        x = mixable("x", x)
+        with pyro.plate("data", len(x)):
+            pyro.sample("y", dist.Categorical(logits=x @ w), obs=y)
+
+    a = _loss(model, lambda m: probmix(m, lam=lam, perm=perm), x, y)
+    c = _loss(model, lambda m: mixup(m, at="x", lam=lam, perm=perm), x, y)
+    assert torch.allclose(a, c, atol=1e-4)
+
+
+@given(lam=st.floats(0, 1), seed=st.integers(0, 1000))
+@settings(max_examples=25, deadline=None)
+def test_homoscedastic_m_probmix_is_manifold_mixup(lam, seed):
+    # section 4: M-ProbMix with homoscedastic embeddings pools the means like manifold mixup
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(6, 3, generator=g), torch.randn(6, generator=g)
+    w1, w2 = torch.randn(3, 5, generator=g), torch.randn(5, generator=g)
+    perm = torch.randperm(6, generator=g)
+
+    def model(x, y=None):
+        m = mixable("m", torch.tanh(x @ w1))
+        z = embed("h", dist.Normal(m, 0.3).to_event(1))
+        with pyro.plate("data", len(x)):
+            pyro.sample("y", dist.Normal(z @ w2, 1.0), obs=y)
+
+    torch.manual_seed(seed)
+    a = _loss(model, lambda m: probmix(m, at="h", lam=lam, perm=perm), x, y)
+    torch.manual_seed(seed)
+    c = _loss(model, lambda m: mixup(m, at="m", lam=lam, perm=perm), x, y)
+    assert torch.allclose(a, c, atol=1e-4)

@@ -444,7 +444,7 @@ def test_predictive_on_a_wrapped_model_is_unchanged():
 def test_svi_with_autoguides_learns(guide_cls, elbo):
     model = probmix(_regression, alpha=0.4)
     svi = SVI(model, guide_cls(model), numpyro.optim.Adam(0.05), elbo)
-    res = svi.run(random.key(0), 400, XR, YR, progress_bar=False)
+    res = svi.run(random.key(0), 300, XR, YR, progress_bar=False)
     assert res.losses[-50:].mean() < res.losses[:50].mean() - 10
     loc = res.params.get("w_auto_loc", res.params.get("auto_loc"))
     # mixup of a linear model with a linear target keeps the least-squares weights
@@ -501,14 +501,14 @@ def test_mcmc_with_fixed_draws_targets_the_pooled_posterior():
         with numpyro.plate("data", N):
             numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
 
-    mcmc = MCMC(NUTS(probmix(model, lam=LAM, perm=PERM)), num_warmup=200, num_samples=600, progress_bar=False)
+    mcmc = MCMC(NUTS(probmix(model, lam=LAM, perm=PERM)), num_warmup=150, num_samples=300, progress_bar=False)
     mcmc.run(random.key(0), y)
     y_mix = LAM * np.asarray(y) + (1 - LAM) * np.asarray(y)[PERM]
     # the mixed targets have the same mean as y for a permutation; check the spread instead
     mu = np.asarray(mcmc.get_samples()["mu"])
     assert abs(mu.mean() - y_mix.mean()) < 0.25
     # and the potential is deterministic under random draws (NumPyro's fixed default key)
-    mcmc = MCMC(NUTS(probmix(model, alpha=0.5)), num_warmup=100, num_samples=100, progress_bar=False)
+    mcmc = MCMC(NUTS(probmix(model, alpha=0.5)), num_warmup=30, num_samples=30, progress_bar=False)
     mcmc.run(random.key(1), y)
     assert np.isfinite(np.asarray(mcmc.get_samples()["mu"])).all()
 

@@ -59,6 +59,9 @@ class Split:
     x_std: np.ndarray
     y_mean: float
     y_std: float
+    fit_idx: np.ndarray = None  # rows of the dataset in each part
+    val_idx: np.ndarray = None
+    test_idx: np.ndarray = None
 
     def y_original(self, y_std_units):
         return np.asarray(y_std_units) * self.y_std + self.y_mean
@@ -209,7 +212,7 @@ def make_split(ds: Dataset, k: int, val_fraction: float = 0.2, seed: int = 0) ->
         return ((ds.y[i] - ym) / ys).astype(np.float32)
 
     test = ds.test_idx[k]
-    return Split(ds.name, k, sx(fit), sy(fit), sx(val), sy(val), sx(test), sy(test), xm, xs, ym, ys)
+    return Split(ds.name, k, sx(fit), sy(fit), sx(val), sy(val), sx(test), sy(test), xm, xs, ym, ys, fit, val, test)
 
 
 def gaussian_nll(mu, sigma, y, y_mean: float = 0.0, y_std: float = 1.0) -> float:
@@ -236,3 +239,18 @@ def load_all(data_dir: str, names: Optional[Sequence[str]] = None) -> Dict[str, 
     else:
         names = found
     return {n: load_dataset(os.path.join(data_dir, n), n) for n in names}
+
+
+def write_dataset(folder: str, data: np.ndarray, features: Sequence[int], target: int,
+                  train: Sequence[Sequence[int]], test: Sequence[Sequence[int]]) -> str:
+    """Write a dataset in the UCI split layout (e.g. to benchmark your own data)."""
+    os.makedirs(folder, exist_ok=True)
+    np.savetxt(os.path.join(folder, "data.txt"), np.asarray(data, dtype=np.float64))
+    np.savetxt(os.path.join(folder, "index_features.txt"), np.asarray(features, dtype=np.int64), fmt="%d")
+    np.savetxt(os.path.join(folder, "index_target.txt"), np.asarray([target], dtype=np.int64), fmt="%d")
+    for k, (a, b) in enumerate(zip(train, test)):
+        np.savetxt(os.path.join(folder, f"index_train_{k}.txt"), np.asarray(a, dtype=np.int64), fmt="%d")
+        np.savetxt(os.path.join(folder, f"index_test_{k}.txt"), np.asarray(b, dtype=np.int64), fmt="%d")
+    with open(os.path.join(folder, "n_splits.txt"), "w") as f:
+        f.write(f"{len(train)}\n")
+    return folder

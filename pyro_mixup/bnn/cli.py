@@ -77,6 +77,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.5, help="lam ~ Beta(alpha, alpha) (default 0.5)")
     p.add_argument("--hidden", default="50", help="hidden widths, comma-separated (default: 50)")
     p.add_argument("--prior-scale", type=float, default=1.0)
+    p.add_argument("--kl-weight", type=float, default=1.0,
+                   help="weight of the KL term in the ELBO (1: plain ELBO; <1: tempered posterior)")
     p.add_argument("--num-samples", type=int, default=500, help="posterior draws for the test set (default 500)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/bnn")
@@ -102,7 +104,7 @@ def _fit_and_score(args, method, split, hidden, split_data):
         model = M.make_model(method, split_data.x_train, split_data.y_train, hidden, args.prior_scale)
         guide = M.fit(model, split_data.x_train, split_data.y_train, method=method, alpha=args.alpha,
                       epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed + split,
-                      progress=not args.quiet)
+                      progress=not args.quiet, kl_weight=args.kl_weight)
         fit_s = time.time() - t0
         idata = diagnostics.to_inference_data(model, guide, split_data.x_test, split_data.y_test,
                                               num_samples=args.num_samples, rng_seed=args.seed + split)
@@ -112,7 +114,7 @@ def _fit_and_score(args, method, split, hidden, split_data):
         model = M.make_model(method, split_data.x_train, split_data.y_train, hidden, args.prior_scale)
         guide, params = M.fit(model, split_data.x_train, split_data.y_train, method=method, alpha=args.alpha,
                               epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed + split,
-                              progress=not args.quiet)
+                              progress=not args.quiet, kl_weight=args.kl_weight)
         fit_s = time.time() - t0
         idata = diagnostics.to_inference_data(model, guide, np.asarray(split_data.x_test, np.float32),
                                               np.asarray(split_data.y_test, np.float32), params=params,
@@ -151,7 +153,7 @@ def run(args) -> int:
                 **metrics,
                 "n_train": int(len(split_data.y_train)), "n_test": int(len(split_data.y_test)),
                 "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "alpha": args.alpha,
-                "hidden": list(hidden), "prior_scale": args.prior_scale, "num_samples": args.num_samples,
+                "hidden": list(hidden), "prior_scale": args.prior_scale, "kl_weight": args.kl_weight, "num_samples": args.num_samples,
                 "fit_seconds": round(fit_s, 2), "diagnostics_seconds": round(diag_s, 2),
             }
             (Path(f"{stem}.json")).write_text(json.dumps(record, indent=2))
@@ -168,7 +170,7 @@ def run(args) -> int:
 def _command_line(args) -> str:
     parts = ["pyro-mixup bnn", f"--data-dir {args.data_dir}", f"--dataset {args.dataset}", f"--splits {args.splits}",
              f"--methods {args.methods}", f"--backend {args.backend}", f"--epochs {args.epochs}",
-             f"--lr {args.lr}", f"--alpha {args.alpha}", f"--hidden {args.hidden}",
+             f"--lr {args.lr}", f"--alpha {args.alpha}", f"--hidden {args.hidden}", f"--kl-weight {args.kl_weight}",
              f"--num-samples {args.num_samples}", f"--seed {args.seed}", f"--out {args.out}"]
     if args.batch_size:
         parts.append(f"--batch-size {args.batch_size}")

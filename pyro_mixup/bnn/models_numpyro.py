@@ -87,9 +87,10 @@ class BNNRegressor:
         mu, sigma = out[..., 0], jax.nn.softplus(out[..., 1]) + self.min_scale
         return self.y_loc + self.y_scale * mu, self.y_scale * sigma
 
-    def __call__(self, x, y=None, num_data=None):
+    def __call__(self, x, y=None, num_data=None, kl_weight=1.0):
         import numpyro
         import numpyro.distributions as dist
+        from numpyro import handlers
 
         loc, scale = self.predict_params(x)
         n = x.shape[0]
@@ -97,7 +98,7 @@ class BNNRegressor:
             plate = numpyro.plate("data", n)
         else:
             plate = numpyro.plate("data", int(num_data), subsample_size=n)
-        with plate:
+        with plate, handlers.scale(scale=1.0 / kl_weight):
             numpyro.sample("y", dist.Normal(loc, scale), obs=y)
         return loc
 
@@ -129,11 +130,13 @@ def wrap(model, method, alpha=1.0, **options):
 
 
 def fit(model, x, y, *, method="erm", alpha=1.0, epochs=200, lr=0.01, batch_size=None, init_scale=0.05,
-        seed=0, progress=True, losses=None):
+        seed=0, progress=True, losses=None, kl_weight=1.0):
     """SVI (AutoNormal, Trace_ELBO, clipped Adam) with ``method``'s handler;
     returns ``(guide, params)``. Options as :func:`pyro_mixup.bnn.models_pyro.fit`,
     except that full-batch training runs whole chunks of (up to) 50 steps, so
     ``epochs`` is rounded up to a multiple of the chunk."""
+    if not kl_weight > 0:
+        raise ValueError(f"kl_weight must be > 0; got {kl_weight!r}")
     import jax
     import jax.numpy as jnp
     from numpyro.infer import SVI, Trace_ELBO
@@ -151,15 +154,15 @@ def fit(model, x, y, *, method="erm", alpha=1.0, epochs=200, lr=0.01, batch_size
     bs = n if batch_size is None or batch_size >= n else int(batch_size)
     chunk = max(1, min(50, epochs))  # full batch: run steps in jitted chunks (lax.scan), far less dispatch overhead
     if bs == n:
-        state = svi.init(k_init, x, y)
+        state = svi.init(k_init, x, y, kl_weight=kl_weight)
 
         def _steps(s):
-            return jax.lax.scan(lambda c, _: svi.update(c, x, y), s, None, length=chunk)
+            return jax.lax.scan(lambda c, _: svi.update(c, x, y, kl_weight=kl_weight), s, None, length=chunk)
 
         update = jax.jit(_steps)
     else:
-        state = svi.init(k_init, x[:bs], y[:bs], num_data=n)
-        update = jax.jit(lambda s, xb, yb: svi.update(s, xb, yb, num_data=n))
+        state = svi.init(k_init, x[:bs], y[:bs], num_data=n, kl_weight=kl_weight)
+        update = jax.jit(lambda s, xb, yb: svi.update(s, xb, yb, num_data=n, kl_weight=kl_weight))
     rounds = -(-epochs // chunk) if bs == n else epochs
     it = range(rounds)
     bar = None

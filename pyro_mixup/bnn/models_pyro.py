@@ -33,6 +33,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
 from pyro.infer.autoguide.initialization import init_to_sample
@@ -111,14 +112,19 @@ class BNNRegressor(PyroModule):
         mu, sigma = out[..., 0], F.softplus(out[..., 1]) + self.min_scale
         return self.y_loc + self.y_scale * mu, self.y_scale * sigma
 
-    def forward(self, x, y=None, num_data=None):
+    def forward(self, x, y=None, num_data=None, kl_weight=1.0):
         """``num_data``: the full training-set size when ``x`` is a minibatch (the
-        likelihood is scaled by ``num_data / len(x)``)."""
+        likelihood is scaled by ``num_data / len(x)``). ``kl_weight``: training
+        only; the likelihood term is scaled by ``1 / kl_weight``, which for the
+        ELBO's optimum is the same as weighting the KL term by ``kl_weight``
+        (< 1: a tempered / "cold" posterior). Site densities are not changed, so
+        diagnostics are unaffected."""
         loc, scale = self.predict_params(x)
         n = x.shape[0]
         sub = None if num_data is None else torch.arange(n)
         with pyro.plate("data", n if num_data is None else int(num_data), subsample=sub):
-            pyro.sample("y", dist.Normal(loc, scale), obs=y)
+            with poutine.scale(scale=1.0 / float(kl_weight)):
+                pyro.sample("y", dist.Normal(loc, scale), obs=y)
         return loc
 
 
@@ -172,6 +178,7 @@ def fit(
     progress: bool = True,
     clear_param_store: bool = True,
     losses: list | None = None,
+    kl_weight: float = 1.0,
 ):
     """Train ``model`` by SVI (``AutoNormal``, ``Trace_ELBO``, clipped Adam) with
     ``method``'s handler around it; returns the guide.
@@ -201,13 +208,13 @@ def fit(
         it = bar = tqdm(it, desc=f"svi {method}", leave=False)
     for _ in it:
         if bs == n:
-            loss = svi.step(x, y)
+            loss = svi.step(x, y, kl_weight=kl_weight)
         else:
             perm = torch.randperm(n)
             loss = 0.0
             for start in range(0, n - bs + 1, bs):  # drop the ragged last batch
                 idx = perm[start : start + bs]
-                loss += svi.step(x[idx], y[idx], num_data=n) * bs / n
+                loss += svi.step(x[idx], y[idx], num_data=n, kl_weight=kl_weight) * bs / n
         if losses is not None:
             losses.append(loss / n)
         if bar is not None:
