@@ -189,11 +189,13 @@ class _PairMessenger(Messenger):
         self.beta = float(beta)
         self.draws = PairingDraws(alpha, lam, perm, pairing, per_example)
         self._seen_at = False
+        self._seen_sites = set()
         self._targets = {}
 
     def __enter__(self):
         self.draws.reset()
         self._seen_at = False
+        self._seen_sites = set()
         return super().__enter__()
 
     def __exit__(self, exc_type, exc_value, traceback):
@@ -202,6 +204,11 @@ class _PairMessenger(Messenger):
             raise ValueError(
                 f"at={self.at!r} named no site: the program ran no {self._at_kinds} named "
                 f"{self.at!r}. Check the name, or drop at= for plain ProbMix at the likelihood."
+            )
+        if exc_type is None and self.sites is not None and self._seen_sites and self.sites - self._seen_sites:
+            raise ValueError(
+                f"sites={sorted(self.sites - self._seen_sites)} named no sample site of the program "
+                f"(its sample sites: {sorted(self._seen_sites)})"
             )
         return out
 
@@ -213,13 +220,10 @@ class _PairMessenger(Messenger):
             if f.vectorized and f.dim is not None and f.name not in PARTICLE_PLATES
         ]
 
-    def _pair_dim(self, msg, fallback=None):
-        """The batch dim to pair along: the plate's (given by name or the only
-        one the site is in), else ``fallback``; raises when there is none."""
-        frame = self._pair_frame(msg, fallback)
-        return fallback if frame is None else frame.dim
-
     def _pair_frame(self, msg, fallback=None):
+        """The plate frame whose examples are paired: the one named ``plate=``, or
+        the only one the site is in. ``None`` when the site is in no plate and a
+        ``fallback`` dim exists (embed/mixable outside plates); raises otherwise."""
         frames = self._frames(msg)
         if self.plate is not None:
             for f in frames:
@@ -302,6 +306,7 @@ class ProbMixMessenger(_PairMessenger):
     _at_kinds = "embed or sample site"
 
     def _pyro_sample(self, msg):
+        self._seen_sites.add(msg["name"])
         if msg["is_observed"]:
             if self._selected(msg):
                 self._score(msg, pool=self.at is None)
@@ -343,6 +348,7 @@ class MixupMessenger(_PairMessenger):
         super().__init__(at=at, **kwargs)
 
     def _pyro_sample(self, msg):
+        self._seen_sites.add(msg["name"])
         if self._selected(msg):
             self._score(msg, pool=False)
 

@@ -558,6 +558,13 @@ def test_error_at_names_no_site():
         mixup(normal_model, at="nope")(X, X)
 
 
+def test_error_sites_naming_no_site():
+    with pytest.raises(ValueError, match=r"sites=\['yy'\] named no sample site"):
+        probmix(normal_model, sites=["yy"])(X, X)
+    # Predictive leaves y unobserved: the name still exists, so no error
+    Predictive(probmix(normal_model, sites=["y"]), num_samples=2)(X)
+
+
 def test_error_batch_of_one():
     with pytest.raises(ValueError, match="batch of size 1"):
         probmix(normal_model)(X[:1], X[:1])

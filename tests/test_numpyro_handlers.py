@@ -562,3 +562,19 @@ def test_error_paths():
         probmix(_normal_model(), alpha=-1.0)
     with pytest.raises(ValueError, match="target"):
         probmix(_normal_model(), target="both")
+
+
+def test_lam_one_with_precisions_orders_of_magnitude_apart_is_exact():
+    # lam = 1 keeps each example's own density: b + lam * (a - b) would give a
+    # precision of 0 here in float32 (an infinite scale, a NaN loc)
+    loc = jnp.asarray([0.5, -1.0, 2.0, 0.0])
+    scale = jnp.asarray([1e-3, 8.0, 1e-3, 9.0])
+
+    def model():
+        with numpyro.plate("data", 4):
+            return embed("h", dist.Normal(loc, scale), rng_key=random.key(0))
+
+    tr = trace(probmix(model, at="h", lam=1.0, perm=[1, 0, 3, 2])).get_trace()
+    pooled = tr["h"]["args"][0]
+    np.testing.assert_allclose(pooled.loc, loc, rtol=1e-6)
+    np.testing.assert_allclose(pooled.scale, scale, rtol=1e-6)
