@@ -120,7 +120,7 @@ def main(argv=None):
         f"Pyro validation {'on' if args.validation else 'off'}, 1 torch thread"
     )
     print("(thread CPU time is reported beside wall time: it is less disturbed by other load on the machine)")
-    print(f"{"variant":<17} {'wall us/step':>13} {'ratio':>7} {'cpu us/step':>12} {'ratio':>7}")
+    print(f"{'variant':<17} {'wall us/step':>13} {'ratio':>7} {'cpu us/step':>12} {'ratio':>7}")
     base_w, base_c = statistics.median(wall["erm"]), statistics.median(cpu["erm"])
     for v in variants:
         w, c = statistics.median(wall[v]), statistics.median(cpu[v])
