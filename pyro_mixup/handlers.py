@@ -250,7 +250,14 @@ class _PairMessenger(Messenger):
         )
 
     def _selected(self, msg):
-        return msg["is_observed"] and (self.sites is None or msg["name"] in self.sites)
+        if not msg["is_observed"] or (self.sites is not None and msg["name"] not in self.sites):
+            return False
+        # pyro.deterministic records an observed Delta, and obs_mask= an observed
+        # site masked out entirely: neither carries a likelihood to mix.
+        if msg["infer"].get("_deterministic") or msg["mask"] is False:
+            return False
+        fn = msg["fn"]
+        return not (type(fn) is MaskedDistribution and fn._mask is False)
 
     # --- the observed sites -----------------------------------------------------
     def _score(self, msg, pool):
@@ -264,6 +271,8 @@ class _PairMessenger(Messenger):
         mask = None
         if type(fn) is MaskedDistribution:
             mask, fn = fn._mask, fn.base_dist
+            if isinstance(mask, bool):  # Pyro keeps constant masks as Python bools
+                mask = None if mask else torch.zeros(batch_shape, dtype=torch.bool, device=msg["value"].device)
         site_mask = msg["mask"]
         if isinstance(site_mask, torch.Tensor):
             mask = site_mask if mask is None else mask & site_mask

@@ -208,6 +208,31 @@ def test_masked_pairs_contribute_only_what_is_observed():
     assert (tr.nodes["y"]["log_prob"][~both] == 0).all() and (tr.nodes["y"]["log_prob"][both] != 0).all()
 
 
+def test_obs_mask_and_deterministic_sites():
+    # obs_mask= splits a site into observed / unobserved parts plus a masked-out
+    # Delta; pyro.deterministic records an observed Delta. Only the likelihood is mixed.
+    mask = torch.tensor([True, False, True, True])
+    y = torch.tensor([1.0, 99.0, 3.0, 0.0])
+
+    def model(x, y):
+        with pyro.plate("data", len(x)):
+            pyro.deterministic("double", 2 * x)
+            pyro.sample("y", dist.Normal(2 * x, 1.0), obs=y, obs_mask=mask)
+
+    def guide(x, y):
+        with pyro.plate("data", len(x)):
+            pyro.sample("y_unobserved", dist.Normal(2 * x, 1.0))
+
+    tr = poutine.trace(probmix(model, lam=LAM, perm=PERM, target="expected")).get_trace(X, y)
+    tr.compute_log_prob()
+    pooled = dist.Normal(LAM * 2 * X + (1 - LAM) * 2 * X[PERM], 1.0)
+    expected = LAM * mask * pooled.log_prob(y) + (1 - LAM) * mask[PERM] * pooled.log_prob(y[PERM])
+    assert torch.allclose(tr.nodes["y_observed"]["log_prob"], expected, atol=1e-6)
+    assert torch.equal(tr.nodes["double"]["value"], 2 * X)
+    svi = SVI(probmix(model, alpha=0.5), guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO())
+    assert np.isfinite(svi.step(X, y))
+
+
 def test_subsampling_keeps_the_plate_scale():
     x = torch.randn(100)
     y = 2 * x
