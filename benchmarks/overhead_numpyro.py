@@ -102,6 +102,7 @@ EXTRA = {
     "m_probmix_embed": lambda: probmix(model_embed, at="z"),
     "erm_embed": lambda: model_embed,
     "mixup_inputs": lambda: mixup(model_mixable, at="x"),
+    # diagnostics: the cost of pooling alone (no draws), of each draw alone
     "probmix_fixed": lambda: probmix(model, lam=0.3, perm=np.roll(np.arange(N), 1)),
     "probmix_alpha0_shift": lambda: probmix(model, alpha=0.0, pairing="shift"),
     "probmix_alpha0": lambda: probmix(model, alpha=0.0),

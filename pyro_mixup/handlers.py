@@ -252,9 +252,10 @@ class _PairMessenger(Messenger):
     def _selected(self, msg):
         if not msg["is_observed"] or (self.sites is not None and msg["name"] not in self.sites):
             return False
-        # pyro.deterministic records an observed Delta, and obs_mask= an observed
-        # site masked out entirely: neither carries a likelihood to mix.
-        if msg["infer"].get("_deterministic") or msg["mask"] is False:
+        # pyro.deterministic records an observed Delta, pyro.factor an auxiliary
+        # observed Unit, and obs_mask= an observed site masked out entirely: none
+        # carries a likelihood of data to mix.
+        if msg["infer"].get("_deterministic") or msg["infer"].get("is_auxiliary") or msg["mask"] is False:
             return False
         fn = msg["fn"]
         return not (type(fn) is MaskedDistribution and fn._mask is False)

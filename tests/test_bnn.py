@@ -152,6 +152,11 @@ def test_minibatch_training_scales_the_likelihood():
     # the plate of a minibatch has the full data size
     tr = poutine.trace(model).get_trace(torch.zeros(16, 2), torch.zeros(16), num_data=64)
     assert tr.nodes["y"]["scale"] == pytest.approx(4.0)
+    # kl_weight < 1 up-weights the likelihood (a tempered posterior), training only
+    tr = poutine.trace(model).get_trace(torch.zeros(16, 2), torch.zeros(16), num_data=64, kl_weight=0.1)
+    assert tr.nodes["y"]["scale"] == pytest.approx(40.0)
+    with pytest.raises(ValueError, match="kl_weight"):
+        MP.fit(model, x, y, epochs=1, kl_weight=0.0, progress=False)
 
 
 def test_wrap_names_the_right_sites():
@@ -206,6 +211,13 @@ def test_cli_end_to_end_pyro(tmp_path):
         assert f"| {m} |" in report
     assert "az.compare" in report and "Pareto k" in report and "failed" not in report
     assert "| probmix |" in report.split("## `az.compare`")[1]  # a compare row per method
+    # --summarise aggregates the JSON files without training
+    from pyro_mixup.bnn.cli import summary_table
+
+    table = summary_table(out, ["tiny"], ["erm", "probmix"])
+    row = [r for r in table.splitlines() if r.startswith("| tiny |")][0]
+    erm = [json.loads((d / f"erm_split{k}.json").read_text())["nll"] for k in (0, 2)]
+    assert row.split("|")[2].strip() == "2" and f"{np.mean(erm):.3f}" in row.split("|")[3]
 
 
 def test_cli_end_to_end_numpyro_embedding_model(tmp_path):

@@ -217,6 +217,7 @@ def test_obs_mask_and_deterministic_sites():
     def model(x, y):
         with pyro.plate("data", len(x)):
             pyro.deterministic("double", 2 * x)
+            pyro.factor("penalty", -(x**2))
             pyro.sample("y", dist.Normal(2 * x, 1.0), obs=y, obs_mask=mask)
 
     def guide(x, y):

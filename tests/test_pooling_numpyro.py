@@ -93,3 +93,11 @@ def test_imports_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_pool_pairs_exact_at_the_ends_across_scales():
+    # precisions 1e6 and 1/64 in float32: lam = 1 must return the first exactly
+    d = ndist.Normal(jnp.array([0.5, -1.0]), jnp.array([1e-3, 8.0]))
+    pooled = pmn.pool_pairs(d, 1.0, jnp.array([1, 0]))
+    np.testing.assert_allclose(pooled.loc, d.loc, rtol=1e-6)
+    np.testing.assert_allclose(pooled.scale, d.scale, rtol=1e-6)

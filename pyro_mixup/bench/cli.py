@@ -86,7 +86,7 @@ def add_parser(sub) -> None:
     u.add_argument("--out", default="results/uci", help="output folder (default results/uci)")
     u.add_argument("--alphas", default="0.1,0.5,1.0", help="alpha grid, chosen on validation (default 0.1,0.5,1.0)")
     u.add_argument("--beta", type=float, default=0.0, help="target jitter variance (default 0)")
-    u.add_argument("--batch-size", type=int, default=0, help="minibatch size; 0 = full batch (default)")
+    u.add_argument("--batch-size", type=int, default=64, help="minibatch size; 0 = full batch (default 64)")
     u.add_argument("--lr", type=float, default=0.005, help="Adam learning rate (default 0.005)")
     u.add_argument("--hidden", type=_hidden, default=(128, 32), help="hidden sizes (default 128-32)")
     u.add_argument("--quiet", action="store_true", help="no progress bar")

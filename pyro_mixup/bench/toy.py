@@ -187,7 +187,7 @@ def classification_figure(maps, path):
         ax.set_title(m, fontsize=9)
         ax.set_xticks([]); ax.set_yticks([])
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=55)
     plt.close(fig)
 
 

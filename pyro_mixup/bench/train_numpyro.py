@@ -18,6 +18,7 @@ restoring that epoch's weights, without storing them).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
@@ -168,7 +169,7 @@ def make_batch_loss(method: Method, alpha: float, beta: float, n_layers: int, mo
 
 
 # --------------------------------------------------------------------------- training
-@dataclass
+@dataclass(frozen=True)
 class Config:
     epochs: int = 1000
     lr: float = 0.005
@@ -197,6 +198,7 @@ def _gauss_nll(mu, sigma, y):
     return (0.5 * math.log(2 * math.pi) + jnp.log(sigma) + 0.5 * ((y - mu) / sigma) ** 2).mean()
 
 
+@functools.lru_cache(maxsize=32)
 def build_runner(method: Method, alpha: float, beta: float, cfg: Config, n_fit: int, d_in: int,
                  table_kind: Optional[str], mode: str):
     """A jitted function of stacked per-split arrays that trains and evaluates every split."""

@@ -136,7 +136,7 @@ def write_markdown(path: str, records: List[Dict], datasets, methods, splits_of,
     lines = [f"# UCI regression: test NLL (mean ± std over splits)\n"]
     lines.append(
         "Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()) + ". alpha chosen per dataset and "
-        "method by the mean validation NLL over the splits (value in brackets). Paper: Table 1 of El-Laham et al. "
+        "method by the mean validation NLL over the splits (table 'Chosen alpha'). Paper: Table 1 of El-Laham et al. "
         "(UAI 2025); `--` where the paper has no column.\n"
     )
     header = ["dataset"] + methods
@@ -222,7 +222,6 @@ def run(args) -> int:
     records = load_records(jpath)
     done = {record_key(r) for r in records}
     tasks = plan(args, datasets, methods, alphas, done)
-    n_skip = sum(len(splits_of[d]) for d in datasets) * 0
     print(f"uci: {len(datasets)} dataset(s), {len(methods)} method(s), alphas {alphas}, "
           f"{len(tasks)} configuration(s) to train ({len(records)} record(s) already in {jpath})", flush=True)
     t0 = time.perf_counter()

@@ -186,8 +186,11 @@ def fit(
     ``batch_size=None``: full batch (one step per epoch); otherwise shuffled
     minibatches, the likelihood scaled to the full data set. The handler pairs
     examples within each (mini)batch. ``losses``: a list that gets the ELBO loss
-    per epoch (per example).
+    per epoch (per example). ``kl_weight``: weight of the KL term relative to the
+    likelihood (1: the ELBO; < 1: a tempered posterior), see :meth:`BNNRegressor.forward`.
     """
+    if not kl_weight > 0:
+        raise ValueError(f"kl_weight must be > 0; got {kl_weight!r}")
     if seed is not None:
         pyro.set_rng_seed(seed)
     if clear_param_store:

@@ -131,10 +131,10 @@ class HashStream:
         uv = self.uniform((2,) + tuple(shape), dtype)
         return _beta_from_uniforms(uv[0], uv[1], alpha, dtype)
 
-    def jax_key(self):
-        """A JAX key for draws the stream does not make itself (Gaussian jitter)."""
-        self.offset += 1
-        return random.fold_in(self.key, self.offset)
+    def normal(self, shape, dtype):
+        """Standard normal draws (Box-Muller on two uniforms each)."""
+        u = self.uniform((2,) + tuple(shape), dtype)
+        return jnp.sqrt(-2.0 * jnp.log1p(-u[0])) * jnp.cos((2 * math.pi) * u[1])
 
 
 def _beta_from_uniforms(u, v, alpha, dtype):
@@ -244,10 +244,6 @@ class _PairBackend:
         if isinstance(x, Partner):
             return (x.n,)
         return self._base.shape(x)
-
-    @staticmethod
-    def lerp(start, end, weight):
-        return convex(end, start, weight)
 
 
 PAIR_BACKEND = _PairBackend(BACKEND)
@@ -362,10 +358,10 @@ def soft_label_kind(family_name):
     return {"Categorical": "categorical", "Bernoulli": "bernoulli"}[family_name]
 
 
-def mix_values(value, lam, perm, axis, beta, key=None):
+def mix_values(value, lam, perm, axis, beta, stream=None):
     """``lam * v + (1 - lam) * v[perm]`` along ``axis``, plus ``N(0, beta)`` jitter
-    (drawn with ``key``) when ``beta > 0``."""
+    (drawn from the :class:`HashStream` ``stream``) when ``beta > 0``."""
     mixed = convex(value, partner_of(value, perm, axis), along(lam, axis))
     if beta > 0:
-        mixed = mixed + math.sqrt(beta) * random.normal(key, jnp.shape(mixed), jnp.result_type(mixed))
+        mixed = mixed + math.sqrt(beta) * stream.normal(jnp.shape(mixed), jnp.result_type(mixed))
     return mixed

@@ -168,7 +168,9 @@ class NumPyroBackend:
 
     @staticmethod
     def lerp(start, end, weight):
-        return start + weight * (end - start)
+        # exact at both ends (weight 0 -> start, 1 -> end) even when start and end
+        # differ by orders of magnitude, unlike start + weight * (end - start)
+        return weight * end + (1 - weight) * start
 
     @staticmethod
     def logical_and(a, b):

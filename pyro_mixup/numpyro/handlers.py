@@ -33,11 +33,9 @@ from __future__ import annotations
 
 import numpy as np
 
-import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as nd
-from jax import random
 from numpyro.primitives import _PYRO_STACK, CondIndepStackFrame, Messenger
 
 from .. import _engine
@@ -45,9 +43,9 @@ from .._options import PARTICLE_PLATES, check_common, resolve_target
 from ..pairing import PartnerTable
 from ._scoring import (
     PAIR_BACKEND,
+    HashStream,
     PairedTarget,
     Partner,
-    HashStream,
     SoftLabelTarget,
     mix_values,
     partner_of,
@@ -166,9 +164,6 @@ class PairingDraws:
             cols = jnp.minimum((u > cum_probs).sum(-1), cand.shape[1] - 1)
         return cand[jnp.arange(n), cols]
 
-    def noise_key(self):
-        return self.stream.jax_key()
-
 
 class _PairMessenger(Messenger):
     """Options, draws and site bookkeeping shared by :class:`ProbMixMessenger`
@@ -207,12 +202,14 @@ class _PairMessenger(Messenger):
         self.beta = float(beta)
         self.draws = PairingDraws(alpha, lam, perm, pairing, per_example, rng_key)
         self._seen_at = False
+        self._seen_sites = set()
         self._targets = {}
         super().__init__(fn)
 
     def __enter__(self):
         self.draws.reset()
         self._seen_at = False
+        self._seen_sites = set()
         return super().__enter__()
 
     def __exit__(self, exc_type, exc_value, traceback):
@@ -222,6 +219,11 @@ class _PairMessenger(Messenger):
             raise ValueError(
                 f"at={self.at!r} named no site: the program ran no {self._at_kinds} named "
                 f"{self.at!r}. Check the name, or drop at= for plain ProbMix at the likelihood."
+            )
+        if exc_type is None and self.sites is not None and self._seen_sites and self.sites - self._seen_sites:
+            raise ValueError(
+                f"sites={sorted(self.sites - self._seen_sites)} named no sample site of the program "
+                f"(its sample sites: {sorted(self._seen_sites)})"
             )
         return out
 
@@ -271,11 +273,15 @@ class _PairMessenger(Messenger):
         )
 
     def _selected(self, msg):
-        # numpyro.factor sites (a Unit distribution, also added by NumPyro's own
-        # reparameterisations) hold no observations to pair: never touch them.
-        if msg["infer"].get("is_auxiliary") or isinstance(msg["fn"], nd.distribution.Unit):
+        if not msg["is_observed"] or (self.sites is not None and msg["name"] not in self.sites):
             return False
-        return msg["is_observed"] and (self.sites is None or msg["name"] in self.sites)
+        # numpyro.factor sites (a Unit distribution, also added by NumPyro's own
+        # reparameterisations) hold no observations to pair, and an observed site
+        # masked out entirely (mask=False, e.g. from obs_mask=) no likelihood.
+        fn = msg["fn"]
+        if msg["infer"].get("is_auxiliary") or isinstance(fn, nd.distribution.Unit):
+            return False
+        return not (type(fn) is nd.MaskedDistribution and fn._mask is False)
 
     # --- the observed sites -----------------------------------------------------
     def _score(self, msg, pool):
@@ -289,6 +295,8 @@ class _PairMessenger(Messenger):
         mask = None
         if type(fn) is nd.MaskedDistribution:
             mask, fn = fn._mask, fn.base_dist
+            if mask is True:  # a constant mask is kept as a Python bool
+                mask = None
         if mask is not None:
             mask = jnp.broadcast_to(jnp.asarray(mask, dtype=bool), batch_shape)
         family, target = self._target_for(msg["name"], fn)
@@ -304,8 +312,8 @@ class _PairMessenger(Messenger):
             msg["fn"] = SoftLabelTarget(fn, lam, perm, dim, self.beta, soft_label_kind(family.name), mask)
         else:
             axis = dim - len(fn.event_shape)
-            key = self.draws.noise_key() if self.beta > 0 else None
-            msg["value"] = mix_values(msg["value"], lam, perm, axis, self.beta, key)
+            stream = self.draws.stream if self.beta > 0 else None
+            msg["value"] = mix_values(msg["value"], lam, perm, axis, self.beta, stream)
             msg["fn"] = fn if mask is None else fn.mask(mask & partner_of(mask, perm, dim))
 
     def _target_for(self, name, fn):
@@ -327,6 +335,7 @@ class ProbMixMessenger(_PairMessenger):
     _at_kinds = "embed or sample site"
 
     def _process_sample(self, msg):
+        self._seen_sites.add(msg["name"])
         if msg["is_observed"]:
             if self._selected(msg):
                 self._score(msg, pool=self.at is None)
@@ -368,6 +377,7 @@ class MixupMessenger(_PairMessenger):
         super().__init__(fn, at=at, **kwargs)
 
     def _process_sample(self, msg):
+        self._seen_sites.add(msg["name"])
         if self._selected(msg):
             self._score(msg, pool=False)
 
