@@ -13,7 +13,6 @@ here imports torch or jax.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, List, Sequence, Tuple
 

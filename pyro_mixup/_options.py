@@ -13,7 +13,7 @@ PAIRINGS = ("permutation", "shift")
 PARTICLE_PLATES = ("num_particles_vectorized", "_num_particles_vectorized")
 
 
-def check_common(*, alpha, beta, target, sites, per_example, pairing, lam_given, perm_given):
+def check_common(*, alpha, beta, target, sites, per_example, pairing, perm_given):
     if not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
         raise ValueError(
             f"alpha must be a finite number >= 0 (lam ~ Beta(alpha, alpha)); got {alpha!r}"
@@ -32,17 +32,18 @@ def check_common(*, alpha, beta, target, sites, per_example, pairing, lam_given,
         )
     if perm_given and not isinstance(pairing, str):
         raise ValueError("give either perm= or a pairing table, not both")
-    del lam_given
 
 
-def resolve_target(site: str, family: Family | None, is_discrete: bool, target, beta) -> str:
+def resolve_target(site: str, family: Family | None, is_discrete: bool, real_support: bool, target, beta) -> str:
     """The target an observed site is scored on.
 
     Default: "mixed" (score at lam*y_i + (1-lam)*y_j) for continuous families
     whose support is convex; "expected" (lam*log p(y_i) + (1-lam)*log p(y_j))
     for counts, classes and angles, where the mixed value leaves the support.
     For classification families "mixed" means the paper's log-linear pool of
-    beta-smoothed labels, which needs beta > 0.
+    beta-smoothed labels, which needs beta > 0. For other families beta is the
+    variance of Gaussian jitter on the mixed value, which only an unbounded
+    support (``real_support``) can take.
     """
     classification = family is not None and family.classification
     if family is not None:
@@ -50,6 +51,7 @@ def resolve_target(site: str, family: Family | None, is_discrete: bool, target, 
     else:
         convex = not is_discrete
     chosen = target or ("expected" if classification or not convex else "mixed")
+    name = family.name if family is not None else "this distribution"
     if chosen == "mixed":
         if classification and not beta > 0:
             raise ValueError(
@@ -57,10 +59,14 @@ def resolve_target(site: str, family: Family | None, is_discrete: bool, target, 
                 "(paper section 3.2); give beta > 0 (the paper uses 0.01) or target='expected'"
             )
         if not classification and not convex:
-            name = family.name if family is not None else "this distribution"
             raise ValueError(
                 f"site {site!r}: target='mixed' would score {name} at lam*y_i + (1-lam)*y_j, "
                 "which is outside its support; use target='expected' "
                 "(lam*log p(y_i) + (1-lam)*log p(y_j))"
+            )
+        if not classification and beta > 0 and not real_support:
+            raise ValueError(
+                f"site {site!r}: beta={beta} adds N(0, beta) jitter to the mixed target, which can "
+                f"leave the bounded support of {name}; use beta=0 (or target='expected')"
             )
     return chosen

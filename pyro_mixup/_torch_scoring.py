@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from pyro.distributions import TorchDistribution, constraints
+from torch.distributions import Independent
 
 
 def along(t, dim):
@@ -54,7 +55,16 @@ class _PairScore(TorchDistribution):
         return self.base.sample(sample_shape)
 
     def expand(self, batch_shape, _instance=None):
-        raise NotImplementedError("a mixup-scored site cannot be expanded further")
+        # New dims come on the left (vectorised particles, enumeration): the
+        # pairing dim counts from the right, so perm, dim and lam stay valid.
+        batch_shape = torch.Size(batch_shape)
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.base = self.base.expand(batch_shape)
+        if self.pair_mask is not None:
+            new.pair_mask = self.pair_mask.expand(batch_shape)
+        TorchDistribution.__init__(new, batch_shape, self.event_shape, validate_args=False)
+        return new
 
     def _value_axis(self):
         return self.dim - len(self.event_shape)
@@ -83,31 +93,33 @@ class SoftLabelTarget(_PairScore):
         self.kind = kind  # "categorical", "one_hot" or "bernoulli"
 
     def log_prob(self, value):
+        # Class labels may sit under Independent (``.to_event``): score the leaf,
+        # then sum its reinterpreted dims.
+        leaf, extra = self.base, 0
+        while isinstance(leaf, Independent):
+            extra += leaf.reinterpreted_batch_ndims
+            leaf = leaf.base_dist
         if self.kind == "bernoulli":
             one_hot = torch.stack([1 - value, value], -1)
-            logits = self.base.logits
-            log_p = torch.stack([F.logsigmoid(-logits), F.logsigmoid(logits)], -1)
-            axis = self.dim - 1
+            log_p = torch.stack([F.logsigmoid(-leaf.logits), F.logsigmoid(leaf.logits)], -1)
         else:
-            log_p = torch.log_softmax(self.base.logits, -1)
+            log_p = torch.log_softmax(leaf.logits, -1)
             if self.kind == "categorical":
                 one_hot = F.one_hot(value.long(), log_p.shape[-1]).to(log_p.dtype)
             else:
                 one_hot = value.to(log_p.dtype)
-            axis = self.dim - 1
+        axis = self.dim - extra - 1  # the class dim is rightmost
         log_s = torch.log(one_hot + self.beta)
         lam = along(self.lam, axis)
         log_s_partner = partner_of(log_s, self.perm, axis)
         soft = torch.softmax(log_s_partner + lam * (log_s - log_s_partner), -1)
         lp = (soft * log_p).sum(-1)
+        if extra:
+            lp = lp.sum(tuple(range(-extra, 0)))
         if self.pair_mask is not None:
             both = self.pair_mask & partner_of(self.pair_mask, self.perm, self.dim)
             lp = lp.masked_fill(~both, 0.0)
         return lp
-
-
-def soft_label_kind(family_name):
-    return {"Categorical": "categorical", "OneHotCategorical": "one_hot", "Bernoulli": "bernoulli"}[family_name]
 
 
 def mix_values(value, lam, perm, axis, beta):
@@ -115,3 +127,10 @@ def mix_values(value, lam, perm, axis, beta):
     if beta > 0:
         mixed = mixed + beta**0.5 * torch.randn_like(mixed)
     return mixed
+
+
+def is_real_support(support):
+    """Whether a support is all of R^d (Gaussian jitter cannot leave it)."""
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    return support is constraints.real

@@ -16,7 +16,7 @@ backends share these formulas instead of keeping copies that drift.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Tuple
 
 Array = Any
@@ -40,7 +40,9 @@ class Family:
         pooled densities (``total_count``).
     :param convex_support: whether ``lam*y_i + (1-lam)*y_j`` stays in the
         support, i.e. whether the "mixed" target is meaningful.
-    :param classification: whether values are class labels (label smoothing).
+    :param label_kind: for class labels, how a value encodes its class
+        ("categorical": an index, "one_hot": a one-hot vector, "bernoulli": 0/1);
+        ``None`` otherwise. Label smoothing (the classification target) uses it.
     """
 
     name: str
@@ -51,12 +53,11 @@ class Family:
     from_natural: Callable[..., Dict[str, Array]]
     fixed: Tuple[str, ...] = ()
     convex_support: bool = True
-    classification: bool = False
-    notes: str = field(default="", compare=False)
+    label_kind: str | None = None
 
     @property
-    def default_target(self) -> str:
-        return "mixed" if self.convex_support and not self.classification else "expected"
+    def classification(self) -> bool:
+        return self.label_kind is not None
 
 
 def _identity_family(name, params, event_dims=None, **kw) -> Family:
@@ -151,15 +152,14 @@ MULTIVARIATE_NORMAL = Family(
     (1, 2),
     _mvn_to_natural,
     (2, 1),
-    _mvn_from_natural,
-    notes="pooled result is parameterised by precision_matrix",
+    _mvn_from_natural,  # the pool is parameterised by its precision matrix
 )
-BERNOULLI = _identity_family("Bernoulli", ("logits",), convex_support=False, classification=True)
+BERNOULLI = _identity_family("Bernoulli", ("logits",), convex_support=False, label_kind="bernoulli")
 CATEGORICAL = _identity_family(
-    "Categorical", ("logits",), (1,), convex_support=False, classification=True
+    "Categorical", ("logits",), (1,), convex_support=False, label_kind="categorical"
 )
 ONE_HOT_CATEGORICAL = _identity_family(
-    "OneHotCategorical", ("logits",), (1,), convex_support=False, classification=True
+    "OneHotCategorical", ("logits",), (1,), convex_support=False, label_kind="one_hot"
 )
 CONTINUOUS_BERNOULLI = _identity_family("ContinuousBernoulli", ("logits",))
 BINOMIAL = _identity_family("Binomial", ("logits",), fixed=("total_count",), convex_support=False)

@@ -28,7 +28,7 @@ from pyro.poutine.messenger import Messenger
 
 from . import _engine
 from ._options import PARTICLE_PLATES, check_common, resolve_target
-from ._torch_scoring import PairedTarget, SoftLabelTarget, along, mix_values, partner_of, soft_label_kind
+from ._torch_scoring import PairedTarget, SoftLabelTarget, is_real_support, mix_values, partner_of
 from .errors import UnsupportedDistributionError
 from .pairing import PartnerTable
 from .torch_backend import BACKEND
@@ -179,7 +179,6 @@ class _PairMessenger(Messenger):
             sites=sites,
             per_example=per_example,
             pairing=pairing,
-            lam_given=lam is not None,
             perm_given=perm is not None,
         )
         self.at = at
@@ -249,6 +248,16 @@ class _PairMessenger(Messenger):
             "pass plate='<name of the plate over examples>'"
         )
 
+    def _example_count(self, frame, size, what, dim):
+        """The number of examples at an embed/mixable site, which must match its plate."""
+        size = PairingDraws._size(size)
+        if frame is not None and size != PairingDraws._size(frame.size):
+            raise ValueError(
+                f"the {what} {dim} has size {size} but plate {frame.name!r} has {frame.size} "
+                "examples; the example dim must hold one entry per example of the plate"
+            )
+        return size
+
     def _selected(self, msg):
         if not msg["is_observed"] or (self.sites is not None and msg["name"] not in self.sites):
             return False
@@ -287,7 +296,7 @@ class _PairMessenger(Messenger):
         if target == "expected":
             msg["fn"] = PairedTarget(fn, lam, perm, dim, mask)
         elif family is not None and family.classification:
-            msg["fn"] = SoftLabelTarget(fn, lam, perm, dim, self.beta, soft_label_kind(family.name), mask)
+            msg["fn"] = SoftLabelTarget(fn, lam, perm, dim, self.beta, family.label_kind, mask)
         else:
             axis = dim - len(fn.event_shape)
             msg["value"] = mix_values(msg["value"], lam, perm, axis, self.beta)
@@ -305,7 +314,8 @@ class _PairMessenger(Messenger):
                 family = node.family
             except UnsupportedDistributionError:
                 family = None  # fine for mixup; probmix raises when it pools
-            hit = (family, resolve_target(name, family, fn.support.is_discrete, self.target, self.beta))
+            support = fn.support
+            hit = (family, resolve_target(name, family, support.is_discrete, is_real_support(support), self.target, self.beta))
             self._targets[key] = hit
         return hit
 
@@ -337,7 +347,7 @@ class ProbMixMessenger(_PairMessenger):
     def _fuse(self, msg, dist, fallback):
         frame = self._pair_frame(msg, fallback)
         dim = _engine.normalise_dim(fallback if frame is None else frame.dim, dist.batch_shape)
-        n = int(dist.batch_shape[dim]) if frame is None else frame.size
+        n = self._example_count(frame, dist.batch_shape[dim], "embedding distribution's batch dim", dim)
         like = BACKEND.first_param(_engine.decompose(BACKEND, dist))
         perm = self.draws.perm(n, like.device)
         lam = self.draws.lam(n, like)
@@ -378,7 +388,7 @@ class MixupMessenger(_PairMessenger):
                 f"mixable {self.at!r} of shape {tuple(tensor.shape)} has no example dim {dim} "
                 f"left of its {event_dim} feature dim(s); pass event_dim="
             )
-        n = int(tensor.shape[axis]) if frame is None else frame.size
+        n = self._example_count(frame, tensor.shape[axis], "tensor's dim", axis)
         perm = self.draws.perm(n, tensor.device)
         lam = self.draws.lam(n, tensor)
         msg["args"] = (mix_values(tensor, lam, perm, axis, 0.0),) + tuple(msg["args"][1:])

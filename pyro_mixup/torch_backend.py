@@ -15,7 +15,6 @@ from . import _engine
 from .families import FAMILY_BY_CLASS_NAME, Family
 
 ops = SimpleNamespace(
-    reciprocal=torch.reciprocal,
     rsqrt=torch.rsqrt,
     sqrt=torch.sqrt,
     log=torch.log,

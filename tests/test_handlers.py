@@ -115,7 +115,36 @@ def test_classification_label_smoothing_target():
     expected = (soft * pooled_logits).sum(-1)
     assert torch.allclose(tr.nodes["y"]["log_prob"].double(), expected, atol=1e-5)
     # with beta = 0.01 and lam = 0.3 the smoothed pool leans to the partner's class, as in the paper
-    assert (soft.argmax(-1) == y[PERM]).all() | (y == y[PERM]).any()
+    differ = y != y[PERM]
+    assert differ.any() and (soft.argmax(-1)[differ] == y[PERM][differ]).all()
+
+
+def test_label_smoothing_target_under_to_event():
+    # two labels per example (.to_event(1)): the leaf is scored, its event dim summed
+    logits = torch.randn(4, 2, 3)
+    y = torch.tensor([[0, 1], [2, 2], [1, 0], [0, 0]])
+
+    def model(y=None):
+        with pyro.plate("data", 4):
+            pyro.sample("y", dist.Categorical(logits=logits).to_event(1), obs=y)
+
+    beta = 0.05
+    tr = poutine.trace(probmix(model, lam=LAM, perm=PERM, target="mixed", beta=beta)).get_trace(y)
+    tr.compute_log_prob()
+    log_s = torch.log(F.one_hot(y, 3).float() + beta)
+    soft = torch.softmax(LAM * log_s + (1 - LAM) * log_s[PERM], -1)
+    pooled = torch.log_softmax(LAM * logits + (1 - LAM) * logits[PERM], -1)
+    assert torch.allclose(tr.nodes["y"]["log_prob"], (soft * pooled).sum((-1, -2)), atol=1e-5)
+
+
+def test_beta_jitter_refused_on_bounded_support():
+    def model(y):
+        with pyro.plate("data", 4):
+            pyro.sample("y", dist.Gamma(torch.full((4,), 2.0), 3.0), obs=y)
+
+    with pytest.raises(ValueError, match="bounded support of Gamma"):
+        probmix(model, beta=0.1)(torch.full((4,), 0.01))
+    assert torch.isfinite(poutine.trace(probmix(model, beta=0.0)).get_trace(torch.full((4,), 0.01)).log_prob_sum())
 
 
 def test_beta_jitter_is_gaussian_with_variance_beta():
@@ -315,6 +344,24 @@ def test_bnn_with_autoguides_and_elbos(guide_cls, elbo):
     guide = guide_cls(net)
     first, last = _train(model, guide, steps=120, elbo=elbo, lr=0.03)
     assert np.isfinite(last) and last < first
+
+
+def test_wrapped_model_with_vectorized_particles_and_expected_target():
+    # the particle plate sits outside probmix(model): the scored site gets expanded
+    def model(x, y=None):
+        w = pyro.sample("w", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("y", dist.Poisson((w * x).exp()), obs=y)
+
+    def guide(x, y=None):
+        pyro.sample("w", dist.Normal(pyro.param("m", torch.tensor(0.1)), 0.5))
+
+    y = torch.tensor([1.0, 0.0, 4.0, 1.0])
+    elbo = Trace_ELBO(num_particles=3, vectorize_particles=True, max_plate_nesting=1)
+    loss = elbo.loss(probmix(model, lam=0.5, perm=PERM), guide, X, y)
+    assert np.isfinite(loss)
+    svi = SVI(probmix(model, alpha=0.5), guide, pyro.optim.Adam({"lr": 0.05}), elbo)
+    assert all(np.isfinite(svi.step(X, y)) for _ in range(3))
 
 
 def test_vectorized_particles_pair_along_the_data_plate():
@@ -626,6 +673,22 @@ def test_error_no_plate_or_ambiguous_plate():
     assert torch.allclose(tr.nodes["y"]["value"], (LAM * X + (1 - LAM) * X[PERM]).expand(2, 4))
     with pytest.raises(ValueError, match="not inside plate 'c'"):
         probmix(two_plates, plate="c")(X, X.expand(2, 4))
+
+
+def test_error_example_dim_not_matching_plate():
+    def embed_model():
+        with pyro.plate("d", 3):
+            return embed("h", dist.Normal(torch.zeros(1, 2), 1.0).to_event(1))
+
+    with pytest.raises(ValueError, match="has size 1 but plate 'd' has 3"):
+        probmix(embed_model, at="h", lam=0.5, perm=[1, 2, 0])()
+
+    def mix_model():
+        with pyro.plate("d", 3):
+            return mixable("x", torch.ones(1, 2))
+
+    with pytest.raises(ValueError, match="has size 1 but plate 'd' has 3"):
+        mixup(mix_model, at="x", lam=0.5, perm=[1, 2, 0])()
 
 
 def test_error_bad_options():

@@ -630,3 +630,74 @@ def test_docs_page_example_runs_as_printed():
     namespace = {}
     exec(compile(block, "docs/numpyro.md", "exec"), namespace)
     assert np.isfinite(float(namespace["loss"]))
+
+
+# --- review fixes: to_event labels, bounded jitter, expanded targets, size checks --------
+
+
+def test_label_smoothing_target_under_to_event():
+    logits = random.normal(random.PRNGKey(0), (4, 2, 3))
+    y = jnp.array([[0, 1], [2, 2], [1, 0], [0, 0]])
+    perm = jnp.array([2, 0, 3, 1])
+    lam, beta = 0.3, 0.05
+
+    def model(y=None):
+        with numpyro.plate("data", 4):
+            numpyro.sample("y", dist.Categorical(logits=logits).to_event(1), obs=y)
+
+    tr = trace(seed(probmix(model, lam=lam, perm=perm, target="mixed", beta=beta), 0)).get_trace(y)
+    lp = tr["y"]["fn"].log_prob(y)
+    log_s = jnp.log(jax.nn.one_hot(y, 3) + beta)
+    soft = jax.nn.softmax(lam * log_s + (1 - lam) * log_s[perm], -1)
+    pooled = jax.nn.log_softmax(lam * logits + (1 - lam) * logits[perm], -1)
+    np.testing.assert_allclose(lp, (soft * pooled).sum((-1, -2)), rtol=1e-5, atol=1e-5)
+
+
+def test_beta_jitter_refused_on_bounded_support():
+    def model(y):
+        with numpyro.plate("data", 4):
+            numpyro.sample("y", dist.Gamma(jnp.full((4,), 2.0), 3.0), obs=y)
+
+    with pytest.raises(ValueError, match="bounded support of Gamma"):
+        seed(probmix(model, beta=0.1), 0)(jnp.full((4,), 0.01))
+
+
+def test_expected_target_expands_under_vectorised_particles():
+    def model(x, y=None):
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0))
+        with numpyro.plate("data", len(x)):
+            numpyro.sample("y", dist.Poisson(jnp.exp(w * x)), obs=y)
+
+    x, y = jnp.array([0.5, -1.0, 2.0, 0.1]), jnp.array([1.0, 0.0, 4.0, 1.0])
+    tr = trace(seed(probmix(model, lam=0.5, perm=[2, 0, 3, 1]), 0)).get_trace(x, y)
+    expanded = tr["y"]["fn"].expand((3, 4))
+    assert expanded.batch_shape == (3, 4)
+    np.testing.assert_allclose(expanded.log_prob(y)[1], tr["y"]["fn"].log_prob(y), rtol=1e-6)
+
+
+def test_error_example_dim_not_matching_plate():
+    def embed_model():
+        with numpyro.plate("d", 3):
+            return embed("h", dist.Normal(jnp.zeros((1, 2)), 1.0).to_event(1))
+
+    with pytest.raises(ValueError, match="has size 1 but plate 'd' has 3"):
+        seed(probmix(embed_model, at="h", lam=0.5, perm=[1, 2, 0]), 0)()
+
+    def mix_model():
+        with numpyro.plate("d", 3):
+            return mixable("x", jnp.ones((1, 2)))
+
+    with pytest.raises(ValueError, match="has size 1 but plate 'd' has 3"):
+        seed(mixup(mix_model, at="x", lam=0.5, perm=[1, 2, 0]), 0)()
+
+
+def test_mixup_accepts_wrapped_likelihoods_outside_the_registry():
+    def model(x, y=None):
+        x = mixable("x", x)
+        with numpyro.plate("data", x.shape[0]):
+            numpyro.sample("y", dist.StudentT(4.0, x, 1.0).to_event(1), obs=y)
+
+    x, y = jnp.ones((4, 2)), jnp.arange(8.0).reshape(4, 2)
+    perm = jnp.array([2, 0, 3, 1])
+    tr = trace(seed(mixup(model, at="x", lam=0.3, perm=perm), 0)).get_trace(x, y)
+    np.testing.assert_allclose(tr["y"]["value"], 0.3 * y + 0.7 * y[perm], rtol=1e-6)

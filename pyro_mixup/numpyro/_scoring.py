@@ -23,7 +23,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 from jax import lax, random
-from numpyro.distributions import Distribution, constraints
+from numpyro.distributions import Distribution, Independent, constraints
 
 from .backend import BACKEND
 
@@ -301,9 +301,18 @@ class _PairScore(Distribution):
         return self.base.sample(key, sample_shape)
 
     def expand(self, batch_shape):
-        if tuple(batch_shape) == tuple(self.batch_shape):
+        # New dims come on the left (vectorised particles): the pairing dim
+        # counts from the right, so perm, dim and lam stay valid.
+        batch_shape = tuple(batch_shape)
+        if batch_shape == tuple(self.batch_shape):
             return self
-        raise NotImplementedError("a mixup-scored site cannot be expanded further")
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.base = self.base.expand(batch_shape)
+        if self.pair_mask is not None:
+            new.pair_mask = jnp.broadcast_to(self.pair_mask, batch_shape)
+        Distribution.__init__(new, batch_shape, self.event_shape, validate_args=False)
+        return new
 
     def _value_axis(self):
         return self.dim - len(self.event_shape)
@@ -334,7 +343,13 @@ class SoftLabelTarget(_PairScore):
         self.kind = kind  # "categorical" or "bernoulli"
 
     def log_prob(self, value):
-        logits = self.base.logits
+        # Class labels may sit under Independent (``.to_event``): score the leaf,
+        # then sum its reinterpreted dims.
+        leaf, extra = self.base, 0
+        while isinstance(leaf, Independent):
+            extra += leaf.reinterpreted_batch_ndims
+            leaf = leaf.base_dist
+        logits = leaf.logits
         if self.kind == "bernoulli":
             value = jnp.asarray(value, jnp.result_type(logits))
             one_hot = jnp.stack([1 - value, value], -1)
@@ -342,20 +357,18 @@ class SoftLabelTarget(_PairScore):
         else:
             log_p = jax.nn.log_softmax(logits, -1)
             one_hot = jax.nn.one_hot(jnp.asarray(value, jnp.int32), log_p.shape[-1], dtype=log_p.dtype)
-        axis = self.dim - 1
+        axis = self.dim - extra - 1  # the class dim is rightmost
         log_s = jnp.log(one_hot + self.beta)
         lam = along(self.lam, axis)
         log_s_partner = partner_of(log_s, self.perm, axis)
         soft = jax.nn.softmax(convex(log_s, log_s_partner, lam), -1)
         lp = (soft * log_p).sum(-1)
+        if extra:
+            lp = lp.sum(tuple(range(-extra, 0)))
         if self.pair_mask is not None:
             both = self.pair_mask & partner_of(self.pair_mask, self.perm, self.dim)
             lp = jnp.where(both, lp, 0.0)
         return lp
-
-
-def soft_label_kind(family_name):
-    return {"Categorical": "categorical", "Bernoulli": "bernoulli"}[family_name]
 
 
 def mix_values(value, lam, perm, axis, beta, stream=None):
@@ -365,3 +378,10 @@ def mix_values(value, lam, perm, axis, beta, stream=None):
     if beta > 0:
         mixed = mixed + math.sqrt(beta) * stream.normal(jnp.shape(mixed), jnp.result_type(mixed))
     return mixed
+
+
+def is_real_support(support):
+    """Whether a support is all of R^d (Gaussian jitter cannot leave it)."""
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    return support is constraints.real

@@ -15,7 +15,6 @@ from .. import _engine
 from ..families import FAMILY_BY_CLASS_NAME, Family
 
 ops = SimpleNamespace(
-    reciprocal=jnp.reciprocal,
     rsqrt=jax.lax.rsqrt,
     sqrt=jnp.sqrt,
     log=jnp.log,

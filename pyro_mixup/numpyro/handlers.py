@@ -39,6 +39,7 @@ import numpyro.distributions as nd
 from numpyro.primitives import _PYRO_STACK, CondIndepStackFrame, Messenger
 
 from .. import _engine
+from ..errors import UnsupportedDistributionError
 from .._options import PARTICLE_PLATES, check_common, resolve_target
 from ..pairing import PartnerTable
 from ._scoring import (
@@ -49,7 +50,7 @@ from ._scoring import (
     SoftLabelTarget,
     mix_values,
     partner_of,
-    soft_label_kind,
+    is_real_support,
 )
 from .backend import BACKEND
 
@@ -192,7 +193,6 @@ class _PairMessenger(Messenger):
             sites=sites,
             per_example=per_example,
             pairing=pairing,
-            lam_given=lam is not None,
             perm_given=perm is not None,
         )
         self.at = at
@@ -272,6 +272,15 @@ class _PairMessenger(Messenger):
             "pass plate='<name of the plate over examples>'"
         )
 
+    def _example_count(self, frame, size, what, dim):
+        """The number of examples at an embed/mixable site, which must match its plate."""
+        if frame is not None and int(size) != frame.size:
+            raise ValueError(
+                f"the {what} {dim} has size {int(size)} but plate {frame.name!r} has {frame.size} "
+                "examples; the example dim must hold one entry per example of the plate"
+            )
+        return int(size)
+
     def _selected(self, msg):
         if not msg["is_observed"] or (self.sites is not None and msg["name"] not in self.sites):
             return False
@@ -300,16 +309,13 @@ class _PairMessenger(Messenger):
         if mask is not None:
             mask = jnp.broadcast_to(jnp.asarray(mask, dtype=bool), batch_shape)
         family, target = self._target_for(msg["name"], fn)
+        lam = self.draws.lam(n, msg["value"])
         if pool:
-            like = BACKEND.first_param(_engine.decompose(BACKEND, fn))
-            lam = self.draws.lam(n, like)
             fn = _engine.pool_pairs(PAIR_BACKEND, fn, lam, perm, dim, validate=False)
-        else:
-            lam = self.draws.lam(n, msg["value"])
         if target == "expected":
             msg["fn"] = PairedTarget(fn, lam, perm, dim, mask)
         elif family is not None and family.classification:
-            msg["fn"] = SoftLabelTarget(fn, lam, perm, dim, self.beta, soft_label_kind(family.name), mask)
+            msg["fn"] = SoftLabelTarget(fn, lam, perm, dim, self.beta, family.label_kind, mask)
         else:
             axis = dim - len(fn.event_shape)
             stream = self.draws.stream if self.beta > 0 else None
@@ -320,11 +326,15 @@ class _PairMessenger(Messenger):
         key = (name, type(fn))
         hit = self._targets.get(key)
         if hit is None:
-            node = _engine.decompose(BACKEND, fn) if BACKEND.lookup(fn) or BACKEND.unwrap(fn) else None
-            while node is not None and node.child is not None:
-                node = node.child
-            family = node.family if node is not None else None
-            hit = (family, resolve_target(name, family, fn.support.is_discrete, self.target, self.beta))
+            try:
+                node = _engine.decompose(BACKEND, fn)
+                while node.child is not None:
+                    node = node.child
+                family = node.family
+            except UnsupportedDistributionError:
+                family = None  # fine for mixup; probmix raises when it pools
+            support = fn.support
+            hit = (family, resolve_target(name, family, support.is_discrete, is_real_support(support), self.target, self.beta))
             self._targets[key] = hit
         return hit
 
@@ -356,7 +366,7 @@ class ProbMixMessenger(_PairMessenger):
     def _fuse(self, msg, dist, fallback):
         frame = self._pair_frame(msg, fallback)
         dim = _engine.normalise_dim(fallback if frame is None else frame.dim, dist.batch_shape)
-        n = int(dist.batch_shape[dim]) if frame is None else frame.size
+        n = self._example_count(frame, dist.batch_shape[dim], "embedding distribution's batch dim", dim)
         like = BACKEND.first_param(_engine.decompose(BACKEND, dist))
         perm = self.draws.perm(n)
         lam = self.draws.lam(n, like)
@@ -397,7 +407,7 @@ class MixupMessenger(_PairMessenger):
                 f"mixable {self.at!r} of shape {tuple(jnp.shape(tensor))} has no example dim {dim} "
                 f"left of its {event_dim} feature dim(s); pass event_dim="
             )
-        n = int(jnp.shape(tensor)[axis]) if frame is None else frame.size
+        n = self._example_count(frame, jnp.shape(tensor)[axis], "array's dim", axis)
         perm = self.draws.perm(n)
         lam = self.draws.lam(n, tensor)
         msg["args"] = (mix_values(tensor, lam, perm, axis, 0.0),) + tuple(msg["args"][1:])
