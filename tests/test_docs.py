@@ -35,6 +35,13 @@ def test_readme_example_runs_as_printed():
     assert namespace["loss"] == namespace["loss"]  # trained without NaN
 
 
+def test_readme_numpyro_example_runs_after_the_first():
+    first, second = _python_blocks(ROOT / "README.md")[:2]
+    namespace = {}
+    exec(compile(first + second, "README.md", "exec"), namespace)
+    assert float(namespace["np_loss"]) == float(namespace["np_loss"])
+
+
 def test_handlers_page_example_runs():
     block = _python_blocks(DOCS / "handlers.md")[0]
     exec(compile(block, "docs/handlers.md", "exec"), {})
