@@ -279,7 +279,6 @@ def _pyro_run(model, guide, samples, x, y, num_samples, obs_kw, model_kwargs, rn
 def _numpyro_run(model, guide, params, samples, x, y, num_samples, obs_kw, model_kwargs, rng_seed):
     import jax
     import jax.numpy as jnp
-    import numpyro
     from numpyro import handlers
     from numpyro.infer import Predictive
     from numpyro.primitives import Messenger, _PYRO_STACK
