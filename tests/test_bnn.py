@@ -65,7 +65,7 @@ def test_loader_reads_the_uci_layout(tmp_path):
     np.testing.assert_allclose(s.x_test, x[test_idx], rtol=1e-12)
     np.testing.assert_allclose(s.y_test, y[test_idx], rtol=1e-12)
     assert s.x_train.shape == (24, 2) and s.y_train.shape == (24,)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ValueError, match="does not exist"):
         load_split(tmp_path, "missing", 0)
 
 
@@ -76,7 +76,7 @@ def test_standardisation_and_split_parsing():
     np.testing.assert_allclose(x_scale, [1.0, 1.0])  # constant column -> scale 1
     assert (y_loc, y_scale) == (1.0, 1.0)
     assert _parse_splits("all", 4) == [0, 1, 2, 3]
-    assert _parse_splits("2", 4) == [0, 1]
+    assert _parse_splits("2", 4) == [2]
     assert _parse_splits("1-3", 4) == [1, 2, 3]
     assert _parse_splits("0,3", 4) == [0, 3]
     with pytest.raises(SystemExit):

@@ -17,6 +17,8 @@ per-method PPC / PIT plots (``ppc_<method>.png``, ``pit_<method>.png``).
 
 from __future__ import annotations
 
+from ..bench.data import parse_splits
+
 import argparse
 import json
 import time
@@ -29,21 +31,11 @@ from . import METHODS
 
 
 def _parse_splits(text: str, available: int) -> list[int]:
-    """'all', 'N' (the first N splits: '5' -> 0..4), 'a-b' (inclusive), or 'i,j,k'."""
-    text = text.strip()
-    if text == "all":
-        return list(range(available))
-    if "," in text:
-        out = [int(t) for t in text.split(",") if t.strip()]
-    elif "-" in text:
-        a, b = text.split("-", 1)
-        out = list(range(int(a), int(b) + 1))
-    else:
-        out = list(range(min(int(text), available)))
-    bad = [k for k in out if not 0 <= k < available]
-    if bad:
-        raise SystemExit(f"splits {bad} do not exist (the dataset has {available})")
-    return out
+    """The same split syntax as ``bench uci``: 'all', 'a-b' (inclusive), 'i,j,k', mixes."""
+    try:
+        return parse_splits(text, available)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
 def _parse_methods(text: str) -> list[str]:
@@ -66,7 +58,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=default_data_dir(),
                    help=f"folder holding <dataset>/data.txt etc. (default: ${DATA_ENV} or ../shared/data/uci)")
     p.add_argument("--dataset", default="yacht", help="dataset name(s), comma-separated (default: yacht)")
-    p.add_argument("--splits", default="all", help="'all', N (first N), 'a-b' or 'i,j,k' (default: all)")
+    p.add_argument("--splits", default="all", help="'all', ranges and lists such as 0-4 or 0,3,5 (default: all)")
     p.add_argument("--methods", default="erm,probmix,m-probmix",
                    help=f"comma-separated, from {','.join(METHODS)} (default: erm,probmix,m-probmix)")
     p.add_argument("--backend", choices=("pyro", "numpyro"), default="pyro")

@@ -1,21 +1,17 @@
-"""A small loader for UCI regression sets in the standard 20-split layout
-(``data.txt``, ``index_features.txt``, ``index_target.txt``,
-``index_train_<k>.txt``, ``index_test_<k>.txt``, ``n_splits.txt``; 0-based indices).
-
-Kept local to :mod:`pyro_mixup.bnn` so the ``bnn`` command does not depend on
-the benchmark package; :func:`load_split` reads any directory in that layout.
-"""
+"""UCI splits for the BNN experiments, read through the benchmark loader
+(:mod:`pyro_mixup.bench.data`), which validates the layout and gives clear
+errors; this module only reshapes its output for :mod:`pyro_mixup.bnn`."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-#: Environment variable naming the folder that holds ``<dataset>/data.txt``.
-DATA_ENV = "PYRO_MIXUP_UCI"
+from ..bench.data import DATA_ENV, load_dataset
+
+__all__ = ["DATA_ENV", "Split", "default_data_dir", "n_splits", "load_split", "standardisation"]
 
 
 def default_data_dir() -> str:
@@ -32,30 +28,17 @@ class Split:
     y_test: np.ndarray
 
 
-def _ints(path: Path) -> np.ndarray:
-    return np.atleast_1d(np.loadtxt(path, dtype=np.int64))
-
-
 def n_splits(data_dir, dataset) -> int:
-    root = Path(data_dir) / dataset
-    f = root / "n_splits.txt"
-    if f.exists():
-        return int(np.loadtxt(f))
-    return len(list(root.glob("index_train_*.txt")))
+    return load_dataset(os.path.join(data_dir, dataset), dataset).n_splits
 
 
 def load_split(data_dir, dataset: str, split: int) -> Split:
     """Train/test arrays of one split (float64; y is 1-D)."""
-    root = Path(data_dir) / dataset
-    if not (root / "data.txt").exists():
-        raise FileNotFoundError(f"no UCI data at {root} (expected {root / 'data.txt'})")
-    data = np.loadtxt(root / "data.txt", ndmin=2)
-    feat = _ints(root / "index_features.txt")
-    target = int(_ints(root / "index_target.txt")[0])
-    tr = _ints(root / f"index_train_{split}.txt")
-    te = _ints(root / f"index_test_{split}.txt")
-    x, y = data[:, feat], data[:, target]
-    return Split(dataset, split, x[tr], y[tr], x[te], y[te])
+    ds = load_dataset(os.path.join(data_dir, dataset), dataset)
+    if not 0 <= split < ds.n_splits:
+        raise ValueError(f"{dataset} has splits 0..{ds.n_splits - 1}; got {split}")
+    tr, te = ds.train_idx[split], ds.test_idx[split]
+    return Split(dataset, split, ds.x[tr], ds.y[tr], ds.x[te], ds.y[te])
 
 
 def standardisation(x: np.ndarray, y: np.ndarray):
