@@ -20,7 +20,7 @@ from pyro_mixup.bnn import models_pyro as MP
 from pyro_mixup.bnn.cli import _parse_splits
 from pyro_mixup.bnn.data import load_split, n_splits, standardisation
 
-pytest.importorskip("arviz")
+import arviz  # noqa: F401  (the test extra installs it)
 
 
 @pytest.fixture(autouse=True)
@@ -223,7 +223,6 @@ def test_cli_end_to_end_pyro(tmp_path):
 def test_cli_end_to_end_numpyro_embedding_model(tmp_path):
     """NumPyro backend, M-ProbMix (embed layer + handler) through the command;
     the NetCDF's log-likelihood is per test point and its NLL matches the JSON."""
-    pytest.importorskip("numpyro")
     write_uci(tmp_path / "uci", n=30, d=2, splits=1)
     out = tmp_path / "out"
     rc = _run_cli(["bnn", "--data-dir", str(tmp_path / "uci"), "--dataset", "tiny", "--methods", "m-probmix",
