@@ -27,9 +27,9 @@ from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.poutine.messenger import Messenger
 
 from . import _engine
-from ._options import PARTICLE_PLATES, check_common, resolve_target
+from ._options import PARTICLE_PLATES, check_common
+from ._site_rules import SiteRules
 from ._torch_scoring import PairedTarget, SoftLabelTarget, is_real_support, mix_values, partner_of
-from .errors import UnsupportedDistributionError
 from .pairing import PartnerTable
 from .torch_backend import BACKEND
 
@@ -153,9 +153,14 @@ class PairingDraws:
         return cand[torch.arange(n), cols]
 
 
-class _PairMessenger(Messenger):
+class _PairMessenger(SiteRules, Messenger):
     """Options, draws and site bookkeeping shared by :class:`ProbMixMessenger`
     and :class:`MixupMessenger`."""
+
+    _plate_example = "pyro.plate('data', n)"
+    _backend = BACKEND
+    _is_real_support = staticmethod(is_real_support)
+    _size = staticmethod(PairingDraws._size)
 
     def __init__(
         self,
@@ -187,28 +192,18 @@ class _PairMessenger(Messenger):
         self.target = target
         self.beta = float(beta)
         self.draws = PairingDraws(alpha, lam, perm, pairing, per_example)
-        self._seen_at = False
-        self._seen_sites = set()
+        self._reset_sites()
         self._targets = {}
 
     def __enter__(self):
         self.draws.reset()
-        self._seen_at = False
-        self._seen_sites = set()
+        self._reset_sites()
         return super().__enter__()
 
     def __exit__(self, exc_type, exc_value, traceback):
         out = super().__exit__(exc_type, exc_value, traceback)
-        if exc_type is None and self.at is not None and not self._seen_at:
-            raise ValueError(
-                f"at={self.at!r} named no site: the program ran no {self._at_kinds} named "
-                f"{self.at!r}. Check the name, or drop at= for plain ProbMix at the likelihood."
-            )
-        if exc_type is None and self.sites is not None and self._seen_sites and self.sites - self._seen_sites:
-            raise ValueError(
-                f"sites={sorted(self.sites - self._seen_sites)} named no sample site of the program "
-                f"(its sample sites: {sorted(self._seen_sites)})"
-            )
+        if exc_type is None:
+            self._check_exit()
         return out
 
     # --- where to pair --------------------------------------------------------
@@ -218,45 +213,6 @@ class _PairMessenger(Messenger):
             for f in msg["cond_indep_stack"]
             if f.vectorized and f.dim is not None and f.name not in PARTICLE_PLATES
         ]
-
-    def _pair_frame(self, msg, fallback=None):
-        """The plate frame whose examples are paired: the one named ``plate=``, or
-        the only one the site is in. ``None`` when the site is in no plate and a
-        ``fallback`` dim exists (embed/mixable outside plates); raises otherwise."""
-        frames = self._frames(msg)
-        if self.plate is not None:
-            for f in frames:
-                if f.name == self.plate:
-                    return f
-            if fallback is not None and not frames:
-                return None
-            raise ValueError(
-                f"site {msg['name']!r} is not inside plate {self.plate!r} (its plates: "
-                f"{[f.name for f in frames] or 'none'}); pass the name of the plate over examples"
-            )
-        if len(frames) == 1:
-            return frames[0]
-        if not frames:
-            if fallback is not None:
-                return None
-            raise ValueError(
-                f"site {msg['name']!r} is in no plate, so there are no examples to pair: put the "
-                "observations in `with pyro.plate('data', n):` (or pass plate=)"
-            )
-        raise ValueError(
-            f"site {msg['name']!r} is in several plates ({[f.name for f in frames]}); "
-            "pass plate='<name of the plate over examples>'"
-        )
-
-    def _example_count(self, frame, size, what, dim):
-        """The number of examples at an embed/mixable site, which must match its plate."""
-        size = PairingDraws._size(size)
-        if frame is not None and size != PairingDraws._size(frame.size):
-            raise ValueError(
-                f"the {what} {dim} has size {size} but plate {frame.name!r} has {frame.size} "
-                "examples; the example dim must hold one entry per example of the plate"
-            )
-        return size
 
     def _selected(self, msg):
         if not msg["is_observed"] or (self.sites is not None and msg["name"] not in self.sites):
@@ -301,24 +257,6 @@ class _PairMessenger(Messenger):
             axis = dim - len(fn.event_shape)
             msg["value"] = mix_values(msg["value"], lam, perm, axis, self.beta)
             msg["fn"] = fn if mask is None else fn.mask(mask & partner_of(mask, perm, dim))
-
-    def _target_for(self, name, fn):
-        """The family (None outside the registry) and the target of a site, cached per site."""
-        key = (name, type(fn))
-        hit = self._targets.get(key)
-        if hit is None:
-            try:
-                node = _engine.decompose(BACKEND, fn)
-                while node.child is not None:
-                    node = node.child
-                family = node.family
-            except UnsupportedDistributionError:
-                family = None  # fine for mixup; probmix raises when it pools
-            support = fn.support
-            hit = (family, resolve_target(name, family, support.is_discrete, is_real_support(support), self.target, self.beta))
-            self._targets[key] = hit
-        return hit
-
 
 class ProbMixMessenger(_PairMessenger):
     """ProbMix / M-ProbMix; see :func:`probmix`."""
