@@ -30,6 +30,24 @@ class SiteRules:
                 f"(its sample sites: {sorted(self._seen_sites)})"
             )
 
+    # --- ProbMix's dispatch (the messengers supply _score and _fuse) ----------------
+    def _probmix_sample(self, msg):
+        self._seen_sites.add(msg["name"])
+        if msg["is_observed"]:
+            if self._selected(msg):
+                self._score(msg, pool=self.at is None)
+        elif self.at is not None and msg["name"] == self.at:
+            if msg["infer"].get("enumerate"):
+                raise ValueError(f"at={self.at!r} names an enumerated discrete site; fuse at a continuous site")
+            self._seen_at = True
+            msg["fn"] = self._fuse(msg, msg["fn"], fallback=None)
+
+    def _probmix_embed(self, msg):
+        if self.at is not None and msg["name"] == self.at:
+            self._seen_at = True
+            fallback = msg["kwargs"].get("dim")
+            msg["args"] = (self._fuse(msg, msg["args"][0], -1 if fallback is None else fallback),)
+
     def _pair_frame(self, msg, fallback=None):
         """The plate frame whose examples are paired: the one named ``plate=``, or
         the only one the site is in. ``None`` when the site is in no plate and a

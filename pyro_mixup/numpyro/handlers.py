@@ -282,29 +282,17 @@ class _PairMessenger(SiteRules, Messenger):
             msg["value"] = mix_values(msg["value"], lam, perm, axis, self.beta, stream)
             msg["fn"] = fn if mask is None else fn.mask(mask & partner_of(mask, perm, dim))
 
+
 class ProbMixMessenger(_PairMessenger):
     """ProbMix / M-ProbMix; see :func:`probmix`."""
 
     _at_kinds = "embed or sample site"
 
     def _process_sample(self, msg):
-        self._seen_sites.add(msg["name"])
-        if msg["is_observed"]:
-            if self._selected(msg):
-                self._score(msg, pool=self.at is None)
-        elif self.at is not None and msg["name"] == self.at:
-            if msg["infer"].get("enumerate"):
-                raise ValueError(f"at={self.at!r} names an enumerated discrete site; fuse at a continuous site")
-            self._seen_at = True
-            msg["fn"] = self._fuse(msg, msg["fn"], fallback=None)
+        self._probmix_sample(msg)
 
     def _process_embed(self, msg):
-        if self.at is not None and msg["name"] == self.at:
-            self._seen_at = True
-            dist = msg["args"][0]
-            fallback = msg["kwargs"].get("dim")
-            fallback = -1 if fallback is None else fallback
-            msg["args"] = (self._fuse(msg, dist, fallback),)
+        self._probmix_embed(msg)
 
     def _fuse(self, msg, dist, fallback):
         frame = self._pair_frame(msg, fallback)
