@@ -53,7 +53,16 @@ def decompose(backend, d) -> Node:
     return Node(kind, d, decompose(backend, child), info=info)
 
 
+def _strip_expanded(node: Node) -> Node:
+    # An expanded layer only broadcasts parameters, which pooling does anyway:
+    # it is transparent, so Gamma(2., 1.).expand([3]) pools with Gamma(rates).
+    while node.kind == "expanded":
+        node = node.child
+    return node
+
+
 def _same_structure(backend, nodes: Sequence[Node]) -> None:
+    nodes = [_strip_expanded(n) for n in nodes]
     first = nodes[0]
     for other in nodes[1:]:
         if other.kind != first.kind:
@@ -108,6 +117,7 @@ class _Combiner:
 def _pool_node(backend, nodes: List[Node], batch_shape, combiner: _Combiner):
     """Pool a list of structurally equal nodes; ``batch_shape`` is the batch
     shape the pooled node must have."""
+    nodes = [_strip_expanded(n) for n in nodes]
     first = nodes[0]
     if first.kind == "leaf":
         return _pool_leaf(backend, nodes, batch_shape, combiner)
@@ -124,8 +134,6 @@ def _pool_node(backend, nodes: List[Node], batch_shape, combiner: _Combiner):
     )
     if first.kind == "independent":
         return backend.independent(child, first.info, like=first.dist)
-    if first.kind == "expanded":
-        return child  # the leaf parameters were materialised at the expanded shape
     if first.kind == "transformed":
         return backend.transformed(child, first.info, like=first.dist)
     raise AssertionError(first.kind)

@@ -199,6 +199,8 @@ def _wrapped_cases():
     return {
         "independent": ([a.to_event(1), b.to_event(1)], None),
         "expanded": ([dist.Gamma(torch.tensor(2.0), 1.0).expand([3]), dist.Gamma(torch.tensor([3.0, 1.5, 2.5]), 2.0)], None),
+        "expanded-wrapper": ([dist.torch_distribution.ExpandedDistribution(dist.Gamma(torch.tensor(2.0), 1.0), [3]),
+                              dist.Gamma(torch.tensor([3.0, 1.5, 2.5]), 2.0)], None),
         "masked": ([dist.Normal(torch.zeros(3), 1.0).mask(m1), dist.Normal(torch.ones(3), 2.0).mask(m2)], m1 & m2),
         "transformed": ([dist.TransformedDistribution(dist.Normal(torch.zeros(3), 1.0), [aff]),
                          dist.TransformedDistribution(dist.Normal(torch.ones(3), 3.0), [aff])], None),

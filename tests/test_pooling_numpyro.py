@@ -101,3 +101,34 @@ def test_pool_pairs_exact_at_the_ends_across_scales():
     pooled = pmn.pool_pairs(d, 1.0, jnp.array([1, 0]))
     np.testing.assert_allclose(pooled.loc, d.loc, rtol=1e-6)
     np.testing.assert_allclose(pooled.scale, d.scale, rtol=1e-6)
+
+
+def _numpyro_wrapped_cases():
+    k = jax.random.split(jax.random.PRNGKey(0), 4)
+    a = ndist.Normal(jax.random.normal(k[0], (3, 2)), 0.5 + jax.random.uniform(k[1], (3, 2)))
+    b = ndist.Normal(jax.random.normal(k[2], (3, 2)), 0.5 + jax.random.uniform(k[3], (3, 2)))
+    m1, m2 = jnp.array([True, True, False]), jnp.array([True, False, True])
+    aff = ndist.transforms.AffineTransform(1.0, 2.0)
+    return {
+        "independent": ([a.to_event(1), b.to_event(1)], None),
+        "expanded": ([ndist.Gamma(2.0, 1.0).expand([3]), ndist.Gamma(jnp.array([3.0, 1.5, 2.5]), 2.0)], None),
+        "masked": ([ndist.Normal(jnp.zeros(3), 1.0).mask(m1), ndist.Normal(jnp.ones(3), 2.0).mask(m2)], m1 & m2),
+        "transformed": ([ndist.TransformedDistribution(ndist.Normal(jnp.zeros(3), 1.0), [aff]),
+                         ndist.TransformedDistribution(ndist.Normal(jnp.ones(3), 3.0), [aff])], None),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_numpyro_wrapped_cases()))
+def test_wrappers_defining_identity_numpyro(case):
+    dists, mask = _numpyro_wrapped_cases()[case]
+    w = [0.35, 0.65]
+    pooled = pmn.log_linear_pool(dists, w)
+    plain = [d.base_dist for d in dists] if mask is not None else dists
+    core = pooled.base_dist if mask is not None else pooled
+    y = jnp.concatenate([d.sample(jax.random.PRNGKey(i), (5,)) for i, d in enumerate(plain)])
+    diff = np.asarray(core.log_prob(y) - (w[0] * plain[0].log_prob(y) + w[1] * plain[1].log_prob(y)))
+    diff = diff.reshape(len(y), -1)
+    assert np.isfinite(diff).all() and np.ptp(diff, axis=0).max() < 1e-4
+    assert pooled.batch_shape == dists[1].batch_shape and pooled.event_shape == dists[0].event_shape
+    if mask is not None:
+        np.testing.assert_array_equal(pooled._mask, mask)
