@@ -6,7 +6,7 @@ import json
 import math
 import os
 import tempfile
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence
 
 import numpy as np
 

@@ -20,7 +20,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from .methods import METHOD_NAMES, parse_methods
+from .methods import parse_methods
 from .report import markdown_table, mean_std, write_json
 
 X_SCALE = 4.0
@@ -208,7 +208,7 @@ def cmd_toy_regression(args) -> int:
     wall = time.perf_counter() - t0
     table = regression_table(records, methods)
     fig = os.path.join(args.out, "toy_regression.png")
-    regression_figure(curves, fig, f"y = x^3 + N(0, 9): predictive mean and 95% band (run 0); grey: OOD x in [4, 6]")
+    regression_figure(curves, fig, "y = x^3 + N(0, 9): predictive mean and 95% band (run 0); grey: OOD x in [4, 6]")
     write_json(os.path.join(args.out, "toy_regression.json"),
                dict(settings=dict(runs=args.runs, epochs=args.epochs, lr=args.lr, alpha=args.alpha, beta=args.beta,
                                   seed=args.seed, hidden=[128, 64]), wall_seconds=wall, records=records))

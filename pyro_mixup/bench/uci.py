@@ -15,7 +15,7 @@ import math
 import os
 import time
 from collections import defaultdict
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 
@@ -133,7 +133,7 @@ def selected(records: List[Dict], datasets, methods, splits_of) -> Dict:
 
 def write_markdown(path: str, records: List[Dict], datasets, methods, splits_of, settings: Dict) -> Dict:
     sel = selected(records, datasets, methods, splits_of)
-    lines = [f"# UCI regression: test NLL (mean ± std over splits)\n"]
+    lines = ["# UCI regression: test NLL (mean ± std over splits)\n"]
     lines.append(
         "Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()) + ". alpha chosen per dataset and "
         "method by the mean validation NLL over the splits (table 'Chosen alpha'). Paper: Table 1 of El-Laham et al. "
