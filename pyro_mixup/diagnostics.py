@@ -77,6 +77,13 @@ def _is_ours(handler) -> bool:
     return cls.__module__.startswith("pyro_mixup") and not getattr(cls, "_diagnostics_detector", False)
 
 
+def _refuse_active_handlers(stack) -> None:
+    """Raise if a pyro_mixup handler is on the (Pyro or NumPyro) handler stack."""
+    for h in stack:
+        if _is_ours(h):
+            raise HandlerLeakError(_LEAK_MSG.format(name=type(h).__name__))
+
+
 # ----------------------------------------------------------------------------- backend
 
 
@@ -185,9 +192,7 @@ def _pyro_detector():
         _diagnostics_detector = True
 
         def _process_message(self, msg):
-            for h in _PYRO_STACK:
-                if _is_ours(h):
-                    raise HandlerLeakError(_LEAK_MSG.format(name=type(h).__name__))
+            _refuse_active_handlers(_PYRO_STACK)
 
     return _LeakDetector()
 
@@ -200,9 +205,7 @@ def _pyro_run(model, guide, samples, x, y, num_samples, obs_kw, model_kwargs, rn
 
     from ._torch_scoring import _PairScore
 
-    for h in _PYRO_STACK:
-        if _is_ours(h):
-            raise HandlerLeakError(_LEAK_MSG.format(name=type(h).__name__))
+    _refuse_active_handlers(_PYRO_STACK)
 
     def as_tensor(v):
         if v is None or isinstance(v, torch.Tensor):
@@ -283,17 +286,13 @@ def _numpyro_run(model, guide, params, samples, x, y, num_samples, obs_kw, model
     from numpyro.infer import Predictive
     from numpyro.primitives import Messenger, _PYRO_STACK
 
-    for h in _PYRO_STACK:
-        if _is_ours(h):
-            raise HandlerLeakError(_LEAK_MSG.format(name=type(h).__name__))
+    _refuse_active_handlers(_PYRO_STACK)
 
     class _LeakDetector(Messenger):
         _diagnostics_detector = True
 
         def process_message(self, msg):
-            for h in _PYRO_STACK:
-                if _is_ours(h):
-                    raise HandlerLeakError(_LEAK_MSG.format(name=type(h).__name__))
+            _refuse_active_handlers(_PYRO_STACK)
 
     def call(fn, y_value):
         kwargs = dict(model_kwargs)

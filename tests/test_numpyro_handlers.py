@@ -66,6 +66,9 @@ def test_imports_without_torch():
         "import sys; sys.modules['torch'] = None; sys.modules['pyro'] = None\n"
         "import pyro_mixup.numpyro as pmn\n"
         "from pyro_mixup.numpyro import embed, mixable, handlers, probmix, mixup\n"
+        "import numpyro.distributions as d\n"
+        "p = pmn.log_linear_pool([d.Normal(125., 13.5), d.Normal(-125., 13.5)], [0.8, 0.2])\n"
+        "assert abs(float(-p.log_prob(80.)) - 3.59) < 5e-3\n"
         "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
         "print('ok')"
     )
