@@ -193,3 +193,98 @@ def fit(model, x, y, *, method="erm", alpha=1.0, epochs=200, lr=0.01, batch_size
         if bar is not None:
             bar.set_postfix(loss=f"{loss / n:.3f}", refresh=False)
     return guide, svi.get_params(state)
+
+
+def fit_splits(method, splits, *, hidden=(50,), prior_scale=1.0, alpha=1.0, epochs=200, lr=0.01, init_scale=0.05,
+               seeds=None, kl_weight=1.0, chunk=100, progress=True):
+    """Train one BNN per split at once: full-batch SVI ``jax.vmap``-ed across
+    splits, one compilation for all of them.
+
+    :param splits: a sequence of ``(x_train, y_train)`` pairs, all of the same shapes.
+    :param seeds: one seed per split (default ``0, 1, ...``); split ``k`` starts
+        from the same random state as ``fit(..., seed=seeds[k])``.
+    :returns: a list, per split, of ``(model, guide, params, losses)``: the
+        split's model (:func:`make_model`, with its standardisation), an
+        AutoNormal guide for it and its fitted parameters (use them as
+        ``fit``'s), and the ELBO per epoch and training point.
+
+    Every split trains on its own standardised data with a model whose
+    standardisation is the identity. That is the same optimisation problem as
+    ``fit`` on the raw data: the model standardises its inputs and maps its
+    outputs back affinely, so the two likelihoods differ by a constant
+    (``n log y_scale``), and pooling and target mixing commute with affine maps
+    of ``y``. The parameters therefore carry over to the split's own model.
+    """
+    if not kl_weight > 0:
+        raise ValueError(f"kl_weight must be > 0; got {kl_weight!r}")
+    if not splits:
+        raise ValueError("fit_splits needs at least one (x_train, y_train) pair")
+    import jax
+    import jax.numpy as jnp
+    from numpyro.infer import SVI, Trace_ELBO
+    from numpyro.infer.autoguide import AutoNormal
+    from numpyro.infer.initialization import init_to_sample
+    from numpyro.optim import ClippedAdam
+
+    from .data import standardisation
+
+    shapes = {(np.shape(x), np.shape(y)) for x, y in splits}
+    if len(shapes) > 1:
+        raise ValueError(f"fit_splits needs splits of one shape (group them by shape first); got {sorted(shapes)}")
+    seeds = list(range(len(splits))) if seeds is None else [int(s) for s in seeds]
+    if len(seeds) != len(splits):
+        raise ValueError(f"got {len(seeds)} seeds for {len(splits)} splits")
+    models, xs, ys = [], [], []
+    for x, y in splits:
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        x_loc, x_scale, y_loc, y_scale = standardisation(x, y)
+        models.append(make_model(method, x, y, hidden, prior_scale))
+        xs.append((x - x_loc) / x_scale)
+        ys.append((y - y_loc) / y_scale)
+    xs, ys = jnp.asarray(np.stack(xs), jnp.float32), jnp.asarray(np.stack(ys), jnp.float32)
+    unit = BNNRegressor(xs.shape[-1], hidden, embed=uses_embed(method), prior_scale=prior_scale)
+
+    def make_svi():
+        guide = AutoNormal(unit, init_loc_fn=init_to_sample, init_scale=init_scale)
+        return SVI(wrap(unit, method, alpha), guide, ClippedAdam(step_size=lr, clip_norm=10.0), Trace_ELBO())
+
+    # the same key path as ``fit``: PRNGKey(seed) -> (_, k_init) -> svi.init(k_init)
+    keys = jnp.stack([jax.random.split(jax.random.PRNGKey(s))[1] for s in seeds])
+    svi = make_svi()
+    svi.init(keys[0], xs[0], ys[0], kl_weight=kl_weight)  # concrete set-up of the guide used by ``update``
+    # each split gets its own guide initialisation (init_to_sample with its own key)
+    states = jax.jit(jax.vmap(lambda k, x, y: make_svi().init(k, x, y, kl_weight=kl_weight)))(keys, xs, ys)
+
+    chunk = max(1, min(int(chunk), int(epochs)))
+
+    def steps(state, x, y, length):
+        return jax.lax.scan(lambda s, _: svi.update(s, x, y, kl_weight=kl_weight), state, None, length=length)
+
+    run = jax.jit(jax.vmap(lambda s, x, y: steps(s, x, y, chunk)))
+    n = xs.shape[1]
+    losses = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=int(epochs), desc=f"svi {method} x{len(splits)} splits", leave=False)
+    done = 0
+    while done < epochs:
+        if epochs - done < chunk:  # the last, shorter chunk compiles once more
+            run = jax.jit(jax.vmap(lambda s, x, y, m=epochs - done: steps(s, x, y, m)))
+        states, chunk_losses = run(states, xs, ys)
+        chunk_losses = np.asarray(chunk_losses) / n
+        losses.append(chunk_losses)
+        done += chunk_losses.shape[1]
+        if bar is not None:
+            bar.update(chunk_losses.shape[1])
+            bar.set_postfix(loss=f"{np.nanmean(chunk_losses[:, -1]):.3f}", refresh=False)
+    if bar is not None:
+        bar.close()
+    losses = np.concatenate(losses, axis=1)
+    params = jax.vmap(svi.get_params)(states)
+    out = []
+    for i, model in enumerate(models):
+        guide = AutoNormal(model, init_loc_fn=init_to_sample, init_scale=init_scale)
+        out.append((model, guide, jax.tree.map(lambda v: v[i], params), losses[i]))
+    return out
