@@ -159,19 +159,19 @@ def test_minibatch_training_scales_the_likelihood():
         MP.fit(model, x, y, epochs=1, kl_weight=0.0, progress=False)
 
 
-@pytest.mark.parametrize("method", ["erm", "m-probmix"])
-def test_vectorised_splits_equal_one_fit_per_split(method):
+def test_vectorised_splits_equal_one_fit_per_split():
     """fit_splits (SVI vmapped over splits, on standardised data) reaches the
     same parameters as fit on each split's raw data with the same seed."""
     from pyro_mixup.bnn import models_numpyro as MN
 
-    splits = [_toy(40, 3, seed=s) for s in range(3)]
+    method = "m-probmix"  # the embedding model under a handler: the most moving parts
+    splits = [_toy(40, 3, seed=s) for s in range(2)]
     splits = [(x, 10 * y + 50) for x, y in splits]  # far from standardised
-    fitted = MN.fit_splits(method, splits, hidden=(8,), epochs=100, lr=0.01, seeds=[5, 6, 7], progress=False)
-    for (x, y), seed, (model, guide, params, losses) in zip(splits, [5, 6, 7], fitted):
-        assert model.y_loc == pytest.approx(np.mean(y)) and losses.shape == (100,)
+    fitted = MN.fit_splits(method, splits, hidden=(8,), epochs=40, lr=0.01, seeds=[5, 6], progress=False)
+    for (x, y), seed, (model, guide, params, losses) in zip(splits, [5, 6], fitted):
+        assert model.y_loc == pytest.approx(np.mean(y)) and losses.shape == (40,)
         ref_model = MN.make_model(method, x, y, hidden=(8,))
-        _, ref = MN.fit(ref_model, x, y, method=method, epochs=100, lr=0.01, seed=seed, progress=False)
+        _, ref = MN.fit(ref_model, x, y, method=method, epochs=40, lr=0.01, seed=seed, progress=False)
         assert sorted(ref) == sorted(params)
         for name in ref:
             np.testing.assert_allclose(np.asarray(params[name]), np.asarray(ref[name]), atol=2e-5, err_msg=name)
@@ -181,13 +181,13 @@ def test_vectorised_splits_equal_one_fit_per_split(method):
 
 
 def test_cli_resumes_and_vectorises_numpyro_splits(tmp_path):
-    write_uci(tmp_path / "uci", n=30, d=2, splits=3)
-    argv = ["bnn", "--data-dir", str(tmp_path / "uci"), "--dataset", "tiny", "--methods", "erm,probmix",
+    write_uci(tmp_path / "uci", n=30, d=2, splits=2)
+    argv = ["bnn", "--data-dir", str(tmp_path / "uci"), "--dataset", "tiny", "--methods", "erm",
             "--backend", "numpyro", "--epochs", "20", "--num-samples", "10", "--hidden", "4",
             "--out", str(tmp_path / "out"), "--quiet", "--no-plots"]
     assert _run_cli(argv) == 0
     d = tmp_path / "out" / "tiny"
-    recs = [json.loads((d / f"{m}_split{k}.json").read_text()) for m in ("erm", "probmix") for k in range(3)]
+    recs = [json.loads((d / f"erm_split{k}.json").read_text()) for k in range(2)]
     assert all(r["vectorised_splits"] and r["epochs"] == 20 and math.isfinite(r["nll"]) for r in recs)
     stamp = {f: f.stat().st_mtime_ns for f in d.glob("*.nc")}
     assert _run_cli(argv) == 0  # same settings: nothing retrained

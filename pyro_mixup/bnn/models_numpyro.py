@@ -244,20 +244,24 @@ def fit_splits(method, splits, *, hidden=(50,), prior_scale=1.0, alpha=1.0, epoc
     xs, ys = jnp.asarray(np.stack(xs), jnp.float32), jnp.asarray(np.stack(ys), jnp.float32)
     unit = BNNRegressor(xs.shape[-1], hidden, embed=uses_embed(method), prior_scale=prior_scale)
 
-    def make_svi():
+    def make_svi(x, y, key=None):
+        """An SVI and its initial state (from ``key``), set up inside the current trace. ``update`` and ``get_params`` need a
+        guide and transforms that ``init`` set up; doing that inside each jitted function
+        (XLA drops the unused init) keeps tracers from leaking between traces and avoids
+        an eager, op-by-op init."""
         guide = AutoNormal(unit, init_loc_fn=init_to_sample, init_scale=init_scale)
-        return SVI(wrap(unit, method, alpha), guide, ClippedAdam(step_size=lr, clip_norm=10.0), Trace_ELBO())
+        svi = SVI(wrap(unit, method, alpha), guide, ClippedAdam(step_size=lr, clip_norm=10.0), Trace_ELBO())
+        return svi, svi.init(jax.random.PRNGKey(0) if key is None else key, x, y, kl_weight=kl_weight)
 
-    # the same key path as ``fit``: PRNGKey(seed) -> (_, k_init) -> svi.init(k_init)
-    keys = jnp.stack([jax.random.split(jax.random.PRNGKey(s))[1] for s in seeds])
-    svi = make_svi()
-    svi.init(keys[0], xs[0], ys[0], kl_weight=kl_weight)  # concrete set-up of the guide used by ``update``
+    # the same key path as ``fit``: PRNGKey(seed) -> (_, k_init) -> svi.init(k_init);
     # each split gets its own guide initialisation (init_to_sample with its own key)
-    states = jax.jit(jax.vmap(lambda k, x, y: make_svi().init(k, x, y, kl_weight=kl_weight)))(keys, xs, ys)
+    keys = jnp.stack([jax.random.split(jax.random.PRNGKey(s))[1] for s in seeds])
+    states = jax.jit(jax.vmap(lambda k, x, y: make_svi(x, y, k)[1]))(keys, xs, ys)
 
     chunk = max(1, min(int(chunk), int(epochs)))
 
     def steps(state, x, y, length):
+        svi = make_svi(x, y)[0]
         return jax.lax.scan(lambda s, _: svi.update(s, x, y, kl_weight=kl_weight), state, None, length=length)
 
     run = jax.jit(jax.vmap(lambda s, x, y: steps(s, x, y, chunk)))
@@ -282,7 +286,7 @@ def fit_splits(method, splits, *, hidden=(50,), prior_scale=1.0, alpha=1.0, epoc
     if bar is not None:
         bar.close()
     losses = np.concatenate(losses, axis=1)
-    params = jax.vmap(svi.get_params)(states)
+    params = jax.jit(jax.vmap(lambda s, x, y: make_svi(x, y)[0].get_params(s)))(states, xs, ys)
     out = []
     for i, model in enumerate(models):
         guide = AutoNormal(model, init_loc_fn=init_to_sample, init_scale=init_scale)
