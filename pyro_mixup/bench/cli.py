@@ -59,6 +59,8 @@ def _uci(args):
 
 
 def add_parser(sub) -> None:
+    from .uci import DEFAULT_ALPHAS
+
     demo = sub.add_parser("demo", help="the paper's toy regression for every method: table, figure, JSON")
     _toy_options(demo, "results/demo")
     demo.set_defaults(func=_guard(_toy_regression))
@@ -84,7 +86,8 @@ def add_parser(sub) -> None:
     u.add_argument("--jobs", type=int, default=1, help="parallel worker processes, one configuration each (default 1)")
     u.add_argument("--seed", type=int, default=0)
     u.add_argument("--out", default="results/uci", help="output folder (default results/uci)")
-    u.add_argument("--alphas", default="0.1,0.5,1.0", help="alpha grid, chosen on validation (default 0.1,0.5,1.0)")
+    u.add_argument("--alphas", default=",".join(f"{a:g}" for a in DEFAULT_ALPHAS),
+                   help="alpha grid, chosen on validation (default %(default)s)")
     u.add_argument("--beta", type=float, default=0.0, help="target jitter variance (default 0)")
     u.add_argument("--batch-size", type=int, default=64, help="minibatch size; 0 = full batch (default 64)")
     u.add_argument("--lr", type=float, default=0.005, help="Adam learning rate (default 0.005)")
