@@ -161,23 +161,31 @@ def test_minibatch_training_scales_the_likelihood():
 
 def test_vectorised_splits_equal_one_fit_per_split():
     """fit_splits (SVI vmapped over splits, on standardised data) reaches the
-    same parameters as fit on each split's raw data with the same seed."""
+    same parameters as fit on each split's raw data with the same seed, runs
+    exactly ``epochs`` steps (uneven chunks on both sides), and its losses are
+    fit's shifted by log(y_scale) / kl_weight."""
     from pyro_mixup.bnn import models_numpyro as MN
 
-    method = "m-probmix"  # the embedding model under a handler: the most moving parts
+    method, kl = "m-probmix", 0.1  # the embedding model under a handler: the most moving parts
     splits = [_toy(40, 3, seed=s) for s in range(2)]
     splits = [(x, 10 * y + 50) for x, y in splits]  # far from standardised
-    fitted = MN.fit_splits(method, splits, hidden=(8,), epochs=40, lr=0.01, seeds=[5, 6], progress=False)
+    fitted = MN.fit_splits(method, splits, hidden=(8,), epochs=60, lr=0.01, seeds=[5, 6], kl_weight=kl,
+                           chunk=25, progress=False)
     for (x, y), seed, (model, guide, params, losses) in zip(splits, [5, 6], fitted):
-        assert model.y_loc == pytest.approx(np.mean(y)) and losses.shape == (40,)
-        ref_model = MN.make_model(method, x, y, hidden=(8,))
-        _, ref = MN.fit(ref_model, x, y, method=method, epochs=40, lr=0.01, seed=seed, progress=False)
+        assert model.y_loc == pytest.approx(np.mean(y)) and losses.shape == (60,)
+        ref_model, ref_losses = MN.make_model(method, x, y, hidden=(8,)), []
+        _, ref = MN.fit(ref_model, x, y, method=method, epochs=60, lr=0.01, seed=seed, kl_weight=kl,
+                        progress=False, losses=ref_losses)
+        assert len(ref_losses) == 60  # chunks of 50 + 10
         assert sorted(ref) == sorted(params)
         for name in ref:
             np.testing.assert_allclose(np.asarray(params[name]), np.asarray(ref[name]), atol=2e-5, err_msg=name)
+        np.testing.assert_allclose(losses, np.array(ref_losses) - np.log(model.y_scale) / kl, rtol=1e-4, atol=1e-3)
         assert np.mean(losses[-10:]) < np.mean(losses[:10])
     with pytest.raises(ValueError, match="one shape"):
         MN.fit_splits(method, [splits[0], (splits[1][0][:30], splits[1][1][:30])], hidden=(8,), epochs=1)
+    with pytest.raises(ValueError, match="epochs"):
+        MN.fit_splits(method, splits, hidden=(8,), epochs=0)
 
 
 def test_cli_resumes_and_vectorises_numpyro_splits(tmp_path):
@@ -192,6 +200,8 @@ def test_cli_resumes_and_vectorises_numpyro_splits(tmp_path):
     stamp = {f: f.stat().st_mtime_ns for f in d.glob("*.nc")}
     assert _run_cli(argv) == 0  # same settings: nothing retrained
     assert {f: f.stat().st_mtime_ns for f in d.glob("*.nc")} == stamp
+    assert _run_cli(argv[:-1]) == 0  # plots now wanted: runs without a calibration figure are redone
+    assert {f: f.stat().st_mtime_ns for f in d.glob("*.nc")} != stamp and (d / "erm_split0_calibration.png").exists()
     assert _run_cli(argv[:-4] + ["--splits", "1", "--epochs", "21"] + argv[-4:]) == 0  # new settings: retrained
     assert json.loads((d / "erm_split1.json").read_text())["epochs"] == 21
     assert json.loads((d / "erm_split0.json").read_text())["epochs"] == 20

@@ -69,7 +69,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"comma-separated, from {','.join(METHODS)} (default: erm,probmix,m-probmix)")
     p.add_argument("--backend", choices=("pyro", "numpyro"), default="pyro")
     p.add_argument("--epochs", type=int, default=4000, help="SVI epochs (full-batch steps by default; default 4000)")
-    p.add_argument("--batch-size", type=int, default=None, help="minibatch size (default: full batch)")
+    p.add_argument("--batch-size", type=int, default=None, help="minibatch size (default or 0: full batch)")
     p.add_argument("--lr", type=float, default=0.005)
     p.add_argument("--alpha", type=float, default=0.5, help="lam ~ Beta(alpha, alpha) (default 0.5)")
     p.add_argument("--hidden", default="50", help="hidden widths, comma-separated (default: 50)")
@@ -160,15 +160,19 @@ def _settings(args, hidden) -> dict:
             "kl_weight": args.kl_weight, "num_samples": args.num_samples, "seed": args.seed}
 
 
-def _finished(stem: Path, settings: dict) -> bool:
+def _finished(stem: Path, settings: dict, split_data, plots: bool) -> bool:
+    """Whether ``stem``'s run is done with these settings on this split's data (by its sizes)
+    and has every file this command would write."""
     f = Path(f"{stem}.json")
-    if not (f.exists() and Path(f"{stem}.nc").exists()):
+    needed = [f, Path(f"{stem}.nc")] + ([Path(f"{stem}_calibration.png")] if plots else [])
+    if not all(p.exists() for p in needed):
         return False
     try:
         rec = json.loads(f.read_text())
     except json.JSONDecodeError:
         return False
-    return all(rec.get(k) == v for k, v in settings.items())
+    sizes = {"n_train": len(split_data.y_train), "n_test": len(split_data.y_test)}
+    return all(rec.get(k) == v for k, v in {**settings, **sizes}.items())
 
 
 def run(args) -> int:
@@ -183,6 +187,7 @@ def run(args) -> int:
     if args.summarise:
         print(summary_table(args.out, datasets, methods))
         return 0
+    args.batch_size = args.batch_size or None  # 0 means full batch, as in ``bench uci``
     settings = _settings(args, hidden)
     vectorised = args.backend == "numpyro" and not args.batch_size
     for dataset in datasets:
@@ -192,7 +197,9 @@ def run(args) -> int:
         splits = _parse_splits(args.splits, available)
         out = Path(args.out) / dataset
         out.mkdir(parents=True, exist_ok=True)
-        todo = {m: [k for k in splits if args.overwrite or not _finished(out / f"{m}_split{k}", settings)]
+        data = {k: load_split(args.data_dir, dataset, k) for k in splits}
+        todo = {m: [k for k in splits if args.overwrite
+                    or not _finished(out / f"{m}_split{k}", settings, data[k], plots=not args.no_plots)]
                 for m in methods}
         skipped = sum(len(splits) - len(v) for v in todo.values())
         if skipped:
@@ -202,7 +209,7 @@ def run(args) -> int:
             if not todo[method]:
                 continue
             bar.set_postfix(method=method)
-            split_datas = [load_split(args.data_dir, dataset, k) for k in todo[method]]
+            split_datas = [data[k] for k in todo[method]]
             if vectorised:
                 runs = _fit_splits_and_score(args, method, hidden, split_datas)
             else:

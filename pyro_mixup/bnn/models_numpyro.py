@@ -132,9 +132,8 @@ def wrap(model, method, alpha=1.0, **options):
 def fit(model, x, y, *, method="erm", alpha=1.0, epochs=200, lr=0.01, batch_size=None, init_scale=0.05,
         seed=0, progress=True, losses=None, kl_weight=1.0):
     """SVI (AutoNormal, Trace_ELBO, clipped Adam) with ``method``'s handler;
-    returns ``(guide, params)``. Options as :func:`pyro_mixup.bnn.models_pyro.fit`,
-    except that full-batch training runs whole chunks of (up to) 50 steps, so
-    ``epochs`` is rounded up to a multiple of the chunk."""
+    returns ``(guide, params)``. Options as :func:`pyro_mixup.bnn.models_pyro.fit`;
+    full-batch training runs its ``epochs`` steps in jitted chunks of (up to) 50."""
     if not kl_weight > 0:
         raise ValueError(f"kl_weight must be > 0; got {kl_weight!r}")
     import jax
@@ -156,10 +155,10 @@ def fit(model, x, y, *, method="erm", alpha=1.0, epochs=200, lr=0.01, batch_size
     if bs == n:
         state = svi.init(k_init, x, y, kl_weight=kl_weight)
 
-        def _steps(s):
-            return jax.lax.scan(lambda c, _: svi.update(c, x, y, kl_weight=kl_weight), s, None, length=chunk)
+        def _steps(s, length):
+            return jax.lax.scan(lambda c, _: svi.update(c, x, y, kl_weight=kl_weight), s, None, length=length)
 
-        update = jax.jit(_steps)
+        update = jax.jit(_steps, static_argnums=1)
     else:
         state = svi.init(k_init, x[:bs], y[:bs], num_data=n, kl_weight=kl_weight)
         update = jax.jit(lambda s, xb, yb: svi.update(s, xb, yb, num_data=n, kl_weight=kl_weight))
@@ -171,9 +170,10 @@ def fit(model, x, y, *, method="erm", alpha=1.0, epochs=200, lr=0.01, batch_size
 
         it = bar = tqdm(it, desc=f"svi {method}" + (f" (x{chunk} epochs)" if bs == n else ""), leave=False)
     rng = np.random.default_rng(seed)
-    for _ in it:
+    for r in it:
         if bs == n:
-            state, chunk_losses = update(state)
+            # exactly ``epochs`` steps: the last chunk may be shorter (compiled once more)
+            state, chunk_losses = update(state, min(chunk, epochs - r * chunk))
             if losses is not None:
                 losses.extend((np.asarray(chunk_losses) / n).tolist())
             loss = float(chunk_losses[-1])
@@ -213,12 +213,16 @@ def fit_splits(method, splits, *, hidden=(50,), prior_scale=1.0, alpha=1.0, epoc
     ``fit`` on the raw data: the model standardises its inputs and maps its
     outputs back affinely, so the two likelihoods differ by a constant
     (``n log y_scale``), and pooling and target mixing commute with affine maps
-    of ``y``. The parameters therefore carry over to the split's own model.
+    of ``y``. The parameters therefore carry over to the split's own model, equal
+    to ``fit``'s up to float rounding (the returned ``losses`` are on the
+    standardised scale: ``fit``'s minus ``log(y_scale) / kl_weight``).
     """
     if not kl_weight > 0:
         raise ValueError(f"kl_weight must be > 0; got {kl_weight!r}")
     if not splits:
         raise ValueError("fit_splits needs at least one (x_train, y_train) pair")
+    if int(epochs) < 1:
+        raise ValueError(f"epochs must be at least 1; got {epochs!r}")
     import jax
     import jax.numpy as jnp
     from numpyro.infer import SVI, Trace_ELBO
