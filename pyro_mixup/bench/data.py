@@ -186,10 +186,14 @@ def parse_splits(spec: Optional[str], n_splits: int) -> List[int]:
     return sorted(dict.fromkeys(out))
 
 
-def _standardiser(a: np.ndarray):
+def standardiser(a: np.ndarray):
+    """Column means and stds of ``a``; a column whose std is below 1e-6 of its magnitude counts
+    as constant (std 1, so it stays centred at 0). Why relative: naval has a column with std
+    2e-13 around 1; models compute in float32, whose rounding (~1e-7 of the value) divided by
+    that std would turn the column into inputs of size 1e5."""
     mean = a.mean(0)
     std = a.std(0)
-    std = np.where(std > 1e-12, std, 1.0)  # constant columns (naval) stay centred at 0
+    std = np.where(std > 1e-6 * np.maximum(1.0, np.abs(mean)), std, 1.0)
     return mean, std
 
 
@@ -201,8 +205,8 @@ def make_split(ds: Dataset, k: int, val_fraction: float = 0.2, seed: int = 0) ->
     order = rng.permutation(len(train))
     n_val = int(round(val_fraction * len(train)))
     val, fit = train[order[:n_val]], train[order[n_val:]]
-    xm, xs = _standardiser(ds.x[fit])
-    ym, ys = _standardiser(ds.y[fit])
+    xm, xs = standardiser(ds.x[fit])
+    ym, ys = standardiser(ds.y[fit])
     ym, ys = float(ym), float(ys)
 
     def sx(i):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..bench.data import DATA_ENV, load_dataset
+from ..bench.data import DATA_ENV, load_dataset, standardiser
 
 __all__ = ["DATA_ENV", "Split", "default_data_dir", "n_splits", "load_split", "standardisation"]
 
@@ -42,8 +42,8 @@ def load_split(data_dir, dataset: str, split: int) -> Split:
 
 
 def standardisation(x: np.ndarray, y: np.ndarray):
-    """(x_loc, x_scale, y_loc, y_scale) from training data; constant columns get scale 1."""
-    x_loc, x_scale = x.mean(0), x.std(0)
-    x_scale = np.where(x_scale > 0, x_scale, 1.0)
-    y_loc, y_scale = float(y.mean()), float(y.std()) or 1.0
-    return x_loc, x_scale, y_loc, y_scale
+    """(x_loc, x_scale, y_loc, y_scale) from training data, by the benchmark's rule
+    (:func:`pyro_mixup.bench.data.standardiser`): (near-)constant columns get scale 1."""
+    x_loc, x_scale = standardiser(np.asarray(x, np.float64))
+    y_loc, y_scale = standardiser(np.asarray(y, np.float64))
+    return x_loc, x_scale, float(y_loc), float(y_scale)
