@@ -230,29 +230,24 @@ def fit_splits(method, splits, *, hidden=(50,), prior_scale=1.0, alpha=1.0, epoc
     from numpyro.infer.initialization import init_to_sample
     from numpyro.optim import ClippedAdam
 
-    from .data import standardisation
-
     shapes = {(np.shape(x), np.shape(y)) for x, y in splits}
     if len(shapes) > 1:
         raise ValueError(f"fit_splits needs splits of one shape (group them by shape first); got {sorted(shapes)}")
     seeds = list(range(len(splits))) if seeds is None else [int(s) for s in seeds]
     if len(seeds) != len(splits):
         raise ValueError(f"got {len(seeds)} seeds for {len(splits)} splits")
-    models, xs, ys = [], [], []
-    for x, y in splits:
-        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-        x_loc, x_scale, y_loc, y_scale = standardisation(x, y)
-        models.append(make_model(method, x, y, hidden, prior_scale))
-        xs.append((x - x_loc) / x_scale)
-        ys.append((y - y_loc) / y_scale)
+    models = [make_model(method, x, y, hidden, prior_scale) for x, y in splits]
+    # standardise with each model's own constants, so training sees what the model computes
+    xs = [(np.asarray(x, np.float64) - m.x_loc) / m.x_scale for m, (x, _) in zip(models, splits)]
+    ys = [(np.asarray(y, np.float64) - m.y_loc) / m.y_scale for m, (_, y) in zip(models, splits)]
     xs, ys = jnp.asarray(np.stack(xs), jnp.float32), jnp.asarray(np.stack(ys), jnp.float32)
     unit = BNNRegressor(xs.shape[-1], hidden, embed=uses_embed(method), prior_scale=prior_scale)
 
     def make_svi(x, y, key=None):
-        """An SVI and its initial state (from ``key``), set up inside the current trace. ``update`` and ``get_params`` need a
-        guide and transforms that ``init`` set up; doing that inside each jitted function
-        (XLA drops the unused init) keeps tracers from leaking between traces and avoids
-        an eager, op-by-op init."""
+        """An SVI and its initial state (from ``key``), set up inside the current trace:
+        ``update`` and ``get_params`` need the guide and transforms that ``init`` sets up;
+        doing that inside each jitted function (XLA drops the unused init) keeps tracers
+        from leaking between traces and avoids an eager, op-by-op init."""
         guide = AutoNormal(unit, init_loc_fn=init_to_sample, init_scale=init_scale)
         svi = SVI(wrap(unit, method, alpha), guide, ClippedAdam(step_size=lr, clip_norm=10.0), Trace_ELBO())
         return svi, svi.init(jax.random.PRNGKey(0) if key is None else key, x, y, kl_weight=kl_weight)
