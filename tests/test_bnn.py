@@ -271,6 +271,14 @@ def test_cli_end_to_end_pyro(tmp_path):
     row = [r for r in table.splitlines() if r.startswith("| tiny |")][0]
     erm = [json.loads((d / f"erm_split{k}.json").read_text())["nll"] for k in (0, 2)]
     assert row.split("|")[2].strip() == "2" and f"{np.mean(erm):.3f}" in row.split("|")[3]
+    # then the medians with splits won, and RMSE mean / median
+    main, robust, rmse = table.split("\n\n")
+    pm = [json.loads((d / f"probmix_split{k}.json").read_text()) for k in (0, 2)]
+    won = sum(r["nll"] < e for r, e in zip(pm, erm))
+    robust_row = [r for r in robust.splitlines() if r.startswith("| tiny |")][0].split("|")
+    assert robust_row[2].strip() == f"{np.median(erm):.3f}" and robust_row[4].strip() == f"{won}/2"
+    rmse_erm = [json.loads((d / f"erm_split{k}.json").read_text())["rmse"] for k in (0, 2)]
+    assert f"{np.mean(rmse_erm):.3f} / {np.median(rmse_erm):.3f}" in rmse
 
 
 def test_cli_end_to_end_numpyro_embedding_model(tmp_path):

@@ -261,13 +261,22 @@ def _command_line(args) -> str:
 
 
 def summary_table(out, datasets, methods) -> str:
-    """Markdown table over datasets from ``<out>/<dataset>/<method>_split<k>.json``:
-    mean ± std test NLL and mean 90% coverage per method, and for each
-    non-ERM method the number of splits where its NLL is below ERM's."""
+    """Markdown tables over datasets from ``<out>/<dataset>/<method>_split<k>.json``:
+
+    1. mean ± std test NLL and mean 90% coverage per method, and the non-ERM
+       method with the lowest mean NLL with its number of splits below ERM;
+    2. median test NLL per method (robust to one diverged split) and, per
+       non-ERM method, the splits on which its NLL is below ERM's;
+    3. test RMSE, mean / median over splits.
+    """
     out = Path(out)
-    head = "| dataset | splits | " + " | ".join(f"{m} NLL" for m in methods) + " | " + " | ".join(
-        f"{m} cov90" for m in methods) + " | best vs ERM (splits won) |"
-    lines = [head, "|---" * (3 + 2 * len(methods)) + "|"]
+    others = [m for m in methods if m != "erm"]
+    main = ["| dataset | splits | " + " | ".join(f"{m} NLL" for m in methods) + " | " + " | ".join(
+        f"{m} cov90" for m in methods) + " | best vs ERM (splits won) |", "|---" * (3 + 2 * len(methods)) + "|"]
+    robust = ["| dataset | " + " | ".join(f"{m} median NLL" for m in methods) + "".join(
+        f" | {m} splits won vs ERM" for m in others) + " |", "|---" * (1 + len(methods) + len(others)) + "|"]
+    rmse = ["| dataset | " + " | ".join(f"{m} RMSE mean / median" for m in methods) + " |",
+            "|---" * (1 + len(methods)) + "|"]
     for ds in datasets:
         recs = {}
         for f in sorted((out / ds).glob("*_split*.json")):
@@ -277,21 +286,35 @@ def summary_table(out, datasets, methods) -> str:
         splits = sorted({k for (_, k) in recs})
         if not splits:
             continue
-        cells, covs, best = [], [], None
-        for m in methods:
-            v = np.array([recs[(m, k)]["nll"] for k in splits if (m, k) in recs])
-            c = np.array([recs[(m, k)]["coverage"] for k in splits if (m, k) in recs])
-            cells.append(f"{v.mean():.3f} ± {v.std():.3f}" if v.size else "—")
-            covs.append(f"{c.mean():.3f}" if c.size else "—")
-            if m != "erm" and v.size and (best is None or v.mean() < best[1]):
-                best = (m, v.mean())
+
+        def values(m, key):
+            return np.array([recs[(m, k)][key] for k in splits if (m, k) in recs])
+
+        def won(m):
+            both = [k for k in splits if ("erm", k) in recs and (m, k) in recs]
+            if not both:
+                return None
+            return int(sum(recs[(m, k)]["nll"] < recs[("erm", k)]["nll"] for k in both)), len(both)
+
+        nll = {m: values(m, "nll") for m in methods}
+        cells = [f"{v.mean():.3f} ± {v.std():.3f}" if v.size else "—" for v in nll.values()]
+        covs = [f"{c.mean():.3f}" if c.size else "—" for c in (values(m, "coverage") for m in methods)]
+        scored = [m for m in others if nll[m].size]
         verdict = "—"
-        if best is not None and any(("erm", k) in recs for k in splits):
-            erm = np.array([recs[("erm", k)]["nll"] for k in splits if ("erm", k) in recs and (best[0], k) in recs])
-            mine = np.array([recs[(best[0], k)]["nll"] for k in splits if ("erm", k) in recs and (best[0], k) in recs])
-            verdict = f"{best[0]}: {'lower' if mine.mean() < erm.mean() else 'higher'} ({int(np.sum(mine < erm))}/{len(erm)})"
-        lines.append(f"| {ds} | {len(splits)} | " + " | ".join(cells) + " | " + " | ".join(covs) + f" | {verdict} |")
-    return "\n".join(lines)
+        if scored and won(min(scored, key=lambda m: nll[m].mean())) is not None:
+            best = min(scored, key=lambda m: nll[m].mean())
+            erm = np.array([recs[("erm", k)]["nll"] for k in splits if ("erm", k) in recs and (best, k) in recs])
+            mine = np.array([recs[(best, k)]["nll"] for k in splits if ("erm", k) in recs and (best, k) in recs])
+            wins, total = won(best)
+            verdict = f"{best}: {'lower' if mine.mean() < erm.mean() else 'higher'} ({wins}/{total})"
+        main.append(f"| {ds} | {len(splits)} | " + " | ".join(cells) + " | " + " | ".join(covs) + f" | {verdict} |")
+        wins = ["—" if won(m) is None else "{}/{}".format(*won(m)) for m in others]
+        robust.append(f"| {ds} | " + " | ".join(f"{np.median(v):.3f}" if v.size else "—" for v in nll.values())
+                      + "".join(f" | {w}" for w in wins) + " |")
+        rmse.append(f"| {ds} | " + " | ".join(
+            f"{v.mean():.3f} / {np.median(v):.3f}" if v.size else "—" for v in (values(m, "rmse") for m in methods))
+            + " |")
+    return "\n\n".join("\n".join(t) for t in (main, robust, rmse))
 
 
 # ----------------------------------------------------------------------------- figures
