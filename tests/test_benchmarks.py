@@ -14,3 +14,29 @@ def test_pyro_overhead_benchmark_runs(tmp_path):
     assert set(result) == {"erm", "hand-pooled", "probmix", "mix"}
     assert all(math.isfinite(r["cpu_ratio"]) and r["cpu_us"] > 0 for r in result.values())
     assert out.exists()
+
+
+def test_bnn_validation_grid_never_reads_test_rows_and_picks_lowest_validation_nll(tmp_path):
+    import json
+
+    import numpy as np
+
+    from pyro_mixup.bnn.data import load_split
+    from test_bnn import write_uci
+
+    write_uci(tmp_path / "uci", n=40, d=2, splits=2)
+    module = runpy.run_path(str(ROOT / "benchmarks" / "bnn_validation_grid.py"))
+    split = load_split(tmp_path / "uci", "tiny", 1)
+    x_fit, y_fit, x_val, y_val = module["inner_split"](split)
+    # a partition of the training rows only: no test row, nothing lost, nothing twice
+    train_rows = {tuple(r) for r in np.column_stack([split.x_train, split.y_train])}
+    inner_rows = [tuple(r) for r in np.column_stack([np.vstack([x_fit, x_val]), np.concatenate([y_fit, y_val])])]
+    assert len(inner_rows) == len(train_rows) and set(inner_rows) == train_rows and len(y_val) == round(0.2 * len(split.y_train))
+    out = tmp_path / "grid.json"
+    module["main"](["--data-dir", str(tmp_path / "uci"), "--dataset", "tiny", "--methods", "erm", "--splits", "0-1",
+                    "--grid", "0.1:0.01,1:0.001", "--epochs", "20", "--hidden", "4", "--num-samples", "10",
+                    "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert len(result["records"]) == 2 and all(np.isfinite(r["val_nll"]) for r in result["records"])
+    best = min(result["records"], key=lambda r: r["val_nll"])
+    assert result["chosen"] == [{"dataset": "tiny", "method": "erm", "kl_weight": best["kl_weight"], "lr": best["lr"]}]
