@@ -6,14 +6,17 @@ dataset, method and setting in a small grid it trains on the first 80% of each
 split's training rows (a fixed random permutation per split) and scores the
 other 20% (NLL, RMSE, 90% coverage, as ``pyro-mixup bnn`` scores the test set).
 The test rows are never read. It prints a table, marks the setting with the
-lowest mean validation NLL per dataset and method, and writes everything as JSON.
+lowest mean validation NLL over the splits per dataset and method (a setting
+whose mean is NaN, a diverged fit, is never chosen), writes everything as JSON,
+and prints the ``pyro-mixup bnn`` commands that run the chosen settings on the
+test rows.
 
     python benchmarks/bnn_validation_grid.py --dataset yacht,energy --methods erm,m-probmix \\
         --splits 0-4 --grid 0.1:0.005,1:0.005,0.1:0.001,1:0.001 --out results/bnn-grid.json
 
 Each grid entry is ``kl_weight:lr``; the other settings are ``pyro-mixup bnn``'s
-defaults (``--epochs`` 4000, one hidden layer of 50, alpha 0.5, prior scale 1).
-Run the chosen settings on the test rows with ``pyro-mixup bnn`` (a separate ``--out``).
+defaults (NumPyro backend, full batch, ``--epochs`` 4000, one hidden layer of 50,
+alpha 0.5, prior scale 1, 500 draws).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ def inner_split(split_data):
 
 def score(method, inner, splits, kl_weight, lr, args):
     """Mean validation metrics over ``splits`` (trained together, vmapped)."""
-    fitted = M.fit_splits(method, [(x, y) for x, y, _, _ in inner], hidden=(args.hidden,), alpha=args.alpha,
+    fitted = M.fit_splits(method, [(x, y) for x, y, _, _ in inner], hidden=args.hidden_sizes, alpha=args.alpha,
                           epochs=args.epochs, lr=lr, kl_weight=kl_weight, seeds=[args.seed + k for k in splits],
                           progress=False)
     rows = []
@@ -70,12 +73,14 @@ def main(argv=None):
     p.add_argument("--splits", default="0-4")
     p.add_argument("--grid", default="0.1:0.005,1:0.005,0.1:0.001,1:0.001", help="kl_weight:lr pairs, comma-separated")
     p.add_argument("--epochs", type=int, default=4000)
-    p.add_argument("--hidden", type=int, default=50)
+    p.add_argument("--hidden", default="50", help="hidden widths, comma-separated (default: 50)")
     p.add_argument("--alpha", type=float, default=0.5)
-    p.add_argument("--num-samples", type=int, default=300)
+    p.add_argument("--num-samples", type=int, default=500)
+    p.add_argument("--bnn-out", default="results/bnn-selected", help="--out of the printed pyro-mixup bnn commands")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/bnn-grid.json")
     args = p.parse_args(argv)
+    args.hidden_sizes = tuple(int(h) for h in str(args.hidden).split(",") if h.strip())
     grid = [tuple(float(v) for v in item.split(":")) for item in args.grid.split(",") if item.strip()]
     methods = _parse_methods(args.methods)
     records = []
@@ -94,11 +99,11 @@ def main(argv=None):
     best = {}
     for r in records:
         key = (r["dataset"], r["method"])
-        if key not in best or r["val_nll"] < best[key]["val_nll"]:
+        if np.isfinite(r["val_nll"]) and (key not in best or r["val_nll"] < best[key]["val_nll"]):
             best[key] = r
     lines = ["| dataset | method | kl_weight | lr | val NLL | val RMSE | val cov90 | chosen |", "|---|---|---|---|---|---|---|---|"]
     for r in records:
-        chosen = "yes" if best[(r["dataset"], r["method"])] is r else ""
+        chosen = "yes" if best.get((r["dataset"], r["method"])) is r else ""
         lines.append(f"| {r['dataset']} | {r['method']} | {r['kl_weight']:g} | {r['lr']:g} | {r['val_nll']:.3f} ± "
                      f"{r['val_nll_std']:.3f} | {r['val_rmse']:.3f} | {r['val_cov90']:.3f} | {chosen} |")
     print("\n".join(lines))
@@ -109,6 +114,11 @@ def main(argv=None):
                                           for (d, m), r in best.items()],
                                "seconds": round(time.time() - t_start, 1)}, indent=2))
     print(f"wrote {out} ({time.time() - t_start:.0f} s)")
+    print("\nthe chosen settings on the test rows (all splits):")
+    for (dataset, method), r in best.items():
+        print(f"pyro-mixup bnn --data-dir {args.data_dir} --dataset {dataset} --methods {method} --backend numpyro "
+              f"--epochs {args.epochs} --hidden {args.hidden} --alpha {args.alpha:g} --seed {args.seed} "
+              f"--num-samples {args.num_samples} --kl-weight {r['kl_weight']:g} --lr {r['lr']:g} --out {args.bnn_out}")
 
 
 

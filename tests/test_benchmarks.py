@@ -16,7 +16,7 @@ def test_pyro_overhead_benchmark_runs(tmp_path):
     assert out.exists()
 
 
-def test_bnn_validation_grid_never_reads_test_rows_and_picks_lowest_validation_nll(tmp_path):
+def test_bnn_validation_grid_splits_training_rows_and_picks_lowest_validation_nll(tmp_path, capsys):
     import json
 
     import numpy as np
@@ -40,3 +40,6 @@ def test_bnn_validation_grid_never_reads_test_rows_and_picks_lowest_validation_n
     assert len(result["records"]) == 2 and all(np.isfinite(r["val_nll"]) for r in result["records"])
     best = min(result["records"], key=lambda r: r["val_nll"])
     assert result["chosen"] == [{"dataset": "tiny", "method": "erm", "kl_weight": best["kl_weight"], "lr": best["lr"]}]
+    command = [line for line in capsys.readouterr().out.splitlines() if line.startswith("pyro-mixup bnn")]
+    assert len(command) == 1 and f"--kl-weight {best['kl_weight']:g} --lr {best['lr']:g}" in command[0]
+    assert "--backend numpyro" in command[0] and "--methods erm" in command[0]

@@ -305,3 +305,26 @@ def test_cli_rejects_unknown_methods(tmp_path):
     with pytest.raises(SystemExit):
         _run_cli(["bnn", "--data-dir", str(tmp_path / "uci"), "--dataset", "tiny", "--methods", "erm,cutmix",
                   "--out", str(tmp_path / "o"), "--quiet"])
+
+
+def test_summary_table_uses_the_same_splits_for_every_number(tmp_path):
+    """Hand-written results: m-probmix misses split 3, so every number of the row is
+    over splits 0-2 (not ERM over 0-3); medians are medians; a NaN mean is never 'best'."""
+    from pyro_mixup.bnn.cli import summary_table
+
+    d = tmp_path / "toy"
+    d.mkdir()
+    nll = {"erm": [1.0, 2.0, 9.0, 100.0], "probmix": [np.nan, 0.0, 0.0, 0.0], "m-probmix": [0.5, 2.5, 1.0]}
+    for m, values in nll.items():
+        for k, v in enumerate(values):
+            rec = {"method": m, "split": k, "nll": v, "coverage": 0.9, "rmse": 10.0 * (k + 1),
+                   "kl_weight": 0.1, "lr": 0.005}
+            (d / f"{m}_split{k}.json").write_text(json.dumps(rec))
+    mean_table, median_table, rmse_table = summary_table(tmp_path, ["toy"], ["erm", "probmix", "m-probmix"]).split("\n\n")
+    row = [c.strip() for c in mean_table.splitlines()[2].split("|")[1:-1]]
+    assert row[1] == "3 of 4"
+    assert row[2] == f"{np.mean([1.0, 2.0, 9.0]):.3f} ± {np.std([1.0, 2.0, 9.0]):.3f}"  # not over 4 splits
+    assert row[3] == "nan ± nan" and row[-1] == "m-probmix: lower (2/3)"  # the NaN column is not chosen
+    med = [c.strip() for c in median_table.splitlines()[2].split("|")[1:-1]]
+    assert med[1:4] == ["2.000", "nan", "1.000"] and med[4:] == ["2/3", "2/3"]  # a diverged split shows
+    assert rmse_table.splitlines()[2].split("|")[2].strip() == "20.000 / 20.000"

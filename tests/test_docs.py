@@ -14,6 +14,8 @@ def test_pooling_page_lists_every_family():
 
 
 import re
+
+import numpy as np
 import runpy
 import sys
 
@@ -51,3 +53,17 @@ def test_handlers_page_example_runs():
 def test_pyro_examples_run(script, monkeypatch):
     monkeypatch.setattr(sys, "argv", [script, "--steps", "3"])
     runpy.run_path(str(ROOT / "examples" / script), run_name="__main__")
+
+
+def test_readme_bnn_example_runs_as_printed():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    block = _python_blocks(ROOT / "README.md")[2]
+    assert "to_inference_data" in block
+    namespace = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    idata = namespace["idata"]
+    for name in ("erm", "m-probmix"):
+        ll = idata[name].log_likelihood["y"]
+        assert ll.shape == (1, 100, 20) and bool(np.isfinite(ll.values).all())

@@ -13,6 +13,8 @@ handler, build an ArviZ object on the test split with
 then ``<out>/<dataset>/report.md``: a table over splits, wins vs ERM,
 ``az.compare`` on the test log-likelihood, LOO diagnostics (Pareto k), and
 per-method PPC / PIT plots (``ppc_<method>.png``, ``pit_<method>.png``).
+``--summarise`` trains nothing and prints the tables over datasets
+(:func:`summary_table`).
 
 With ``--backend numpyro`` and full-batch training, the splits of a dataset
 train together: one vmapped SVI run per method
@@ -81,7 +83,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/bnn")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     p.add_argument("--summarise", action="store_true",
-                   help="train nothing: print a markdown table over the datasets from the JSON files under --out")
+                   help="train nothing: print the markdown tables over the datasets (NLL, coverage, splits won, RMSE) "
+                        "from the JSON files under --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars (one summary line per run is still printed)")
     p.add_argument("--overwrite", action="store_true",
                    help="retrain runs whose files exist (default: a run whose JSON matches these settings is kept)")
@@ -267,54 +270,68 @@ def summary_table(out, datasets, methods) -> str:
        method with the lowest mean NLL with its number of splits below ERM;
     2. median test NLL per method (robust to one diverged split) and, per
        non-ERM method, the splits on which its NLL is below ERM's;
-    3. test RMSE, mean / median over splits.
+    3. test RMSE, mean / median over splits;
+    4. only where the runs differ in training settings (say, each method with
+       its own ``kl_weight`` / ``lr``): the settings per dataset and method.
+
+    A dataset's numbers all come from the same splits: those on which every
+    method with results there has one, so an interrupted run shows up as fewer
+    splits ("8 of 20"), never as columns averaged over different splits.
     """
     out = Path(out)
     others = [m for m in methods if m != "erm"]
-    main = ["| dataset | splits | " + " | ".join(f"{m} NLL" for m in methods) + " | " + " | ".join(
+    mean_table = ["| dataset | splits | " + " | ".join(f"{m} NLL" for m in methods) + " | " + " | ".join(
         f"{m} cov90" for m in methods) + " | best vs ERM (splits won) |", "|---" * (3 + 2 * len(methods)) + "|"]
-    robust = ["| dataset | " + " | ".join(f"{m} median NLL" for m in methods) + "".join(
+    median_table = ["| dataset | " + " | ".join(f"{m} median NLL" for m in methods) + "".join(
         f" | {m} splits won vs ERM" for m in others) + " |", "|---" * (1 + len(methods) + len(others)) + "|"]
-    rmse = ["| dataset | " + " | ".join(f"{m} RMSE mean / median" for m in methods) + " |",
-            "|---" * (1 + len(methods)) + "|"]
+    rmse_table = ["| dataset | " + " | ".join(f"{m} RMSE mean / median" for m in methods) + " |",
+                  "|---" * (1 + len(methods)) + "|"]
+    settings = {}
     for ds in datasets:
         recs = {}
         for f in sorted((out / ds).glob("*_split*.json")):
             r = json.loads(f.read_text())
             if r["method"] in methods:
                 recs[(r["method"], r["split"])] = r
-        splits = sorted({k for (_, k) in recs})
+        present = [m for m in methods if any(mm == m for mm, _ in recs)]
+        recorded = sorted({k for _, k in recs})
+        splits = [k for k in recorded if all((m, k) in recs for m in present)]
         if not splits:
             continue
+        n = str(len(splits)) if len(splits) == len(recorded) else f"{len(splits)} of {len(recorded)}"
+        col = {m: {key: np.array([recs[(m, k)][key] for k in splits], dtype=float)
+                   for key in ("nll", "coverage", "rmse")} for m in present}
+        for m in present:
+            settings[(ds, m)] = sorted({(recs[(m, k)].get("kl_weight"), recs[(m, k)].get("lr")) for k in splits})
 
-        def values(m, key):
-            return np.array([recs[(m, k)][key] for k in splits if (m, k) in recs])
+        def cell(m, fmt):
+            return fmt(col[m]) if m in col else "—"
 
         def won(m):
-            both = [k for k in splits if ("erm", k) in recs and (m, k) in recs]
-            if not both:
+            if m not in col or "erm" not in col:
                 return None
-            return int(sum(recs[(m, k)]["nll"] < recs[("erm", k)]["nll"] for k in both)), len(both)
+            return int(np.sum(col[m]["nll"] < col["erm"]["nll"]))
 
-        nll = {m: values(m, "nll") for m in methods}
-        cells = [f"{v.mean():.3f} ± {v.std():.3f}" if v.size else "—" for v in nll.values()]
-        covs = [f"{c.mean():.3f}" if c.size else "—" for c in (values(m, "coverage") for m in methods)]
-        scored = [m for m in others if nll[m].size]
+        # a diverged (NaN) mean never counts as the best
+        scored = [m for m in others if m in col]
+        best = min(scored, key=lambda m: np.nan_to_num(col[m]["nll"].mean(), nan=np.inf), default=None)
         verdict = "—"
-        if scored and won(min(scored, key=lambda m: nll[m].mean())) is not None:
-            best = min(scored, key=lambda m: nll[m].mean())
-            erm = np.array([recs[("erm", k)]["nll"] for k in splits if ("erm", k) in recs and (best, k) in recs])
-            mine = np.array([recs[(best, k)]["nll"] for k in splits if ("erm", k) in recs and (best, k) in recs])
-            wins, total = won(best)
-            verdict = f"{best}: {'lower' if mine.mean() < erm.mean() else 'higher'} ({wins}/{total})"
-        main.append(f"| {ds} | {len(splits)} | " + " | ".join(cells) + " | " + " | ".join(covs) + f" | {verdict} |")
-        wins = ["—" if won(m) is None else "{}/{}".format(*won(m)) for m in others]
-        robust.append(f"| {ds} | " + " | ".join(f"{np.median(v):.3f}" if v.size else "—" for v in nll.values())
-                      + "".join(f" | {w}" for w in wins) + " |")
-        rmse.append(f"| {ds} | " + " | ".join(
-            f"{v.mean():.3f} / {np.median(v):.3f}" if v.size else "—" for v in (values(m, "rmse") for m in methods))
-            + " |")
-    return "\n\n".join("\n".join(t) for t in (main, robust, rmse))
+        if best is not None and "erm" in col:
+            lower = col[best]["nll"].mean() < col["erm"]["nll"].mean()
+            verdict = f"{best}: {'lower' if lower else 'higher'} ({won(best)}/{len(splits)})"
+        mean_table.append(f"| {ds} | {n} | " + " | ".join(
+            cell(m, lambda c: f"{c['nll'].mean():.3f} ± {c['nll'].std():.3f}") for m in methods) + " | " + " | ".join(
+            cell(m, lambda c: f"{c['coverage'].mean():.3f}") for m in methods) + f" | {verdict} |")
+        median_table.append(f"| {ds} | " + " | ".join(cell(m, lambda c: f"{np.median(c['nll']):.3f}") for m in methods)
+                            + "".join(" | —" if won(m) is None else f" | {won(m)}/{len(splits)}" for m in others) + " |")
+        rmse_table.append(f"| {ds} | " + " | ".join(
+            cell(m, lambda c: f"{c['rmse'].mean():.3f} / {np.median(c['rmse']):.3f}") for m in methods) + " |")
+    tables = [mean_table, median_table, rmse_table]
+    if len({s for v in settings.values() for s in v}) > 1:
+        tables.append(["| dataset | method | kl_weight | lr |", "|---|---|---|---|"] + [
+            f"| {ds} | {m} | " + ", ".join(f"{kl:g}" for kl, _ in v) + " | " + ", ".join(f"{lr:g}" for _, lr in v) + " |"
+            for (ds, m), v in settings.items()])
+    return "\n\n".join("\n".join(t) for t in tables)
 
 
 # ----------------------------------------------------------------------------- figures
