@@ -17,7 +17,7 @@ $(VENV)/.torch: | $(BIN)/python
 	touch $@
 
 $(VENV)/.demo: pyproject.toml $(VENV)/.torch
-	$(BIN)/pip install -q -e ".[numpyro,bench]"
+	$(BIN)/pip install -q -e ".[numpyro,arviz,bench]"
 	touch $@
 
 $(VENV)/.test: pyproject.toml $(VENV)/.torch
