@@ -121,6 +121,5 @@ def main(argv=None):
               f"--num-samples {args.num_samples} --kl-weight {r['kl_weight']:g} --lr {r['lr']:g} --out {args.bnn_out}")
 
 
-
 if __name__ == "__main__":
     main()

@@ -263,6 +263,11 @@ def _command_line(args) -> str:
     return " ".join(parts)
 
 
+def _number(value) -> str:
+    """A setting for the tables; JSON files from older versions may lack it."""
+    return "—" if value is None else f"{value:g}"
+
+
 def summary_table(out, datasets, methods) -> str:
     """Markdown tables over datasets from ``<out>/<dataset>/<method>_split<k>.json``:
 
@@ -329,7 +334,7 @@ def summary_table(out, datasets, methods) -> str:
     tables = [mean_table, median_table, rmse_table]
     if len({s for v in settings.values() for s in v}) > 1:
         tables.append(["| dataset | method | kl_weight | lr |", "|---|---|---|---|"] + [
-            f"| {ds} | {m} | " + ", ".join(f"{kl:g}" for kl, _ in v) + " | " + ", ".join(f"{lr:g}" for _, lr in v) + " |"
+            f"| {ds} | {m} | " + ", ".join(_number(kl) for kl, _ in v) + " | " + ", ".join(_number(lr) for _, lr in v) + " |"
             for (ds, m), v in settings.items()])
     return "\n\n".join("\n".join(t) for t in tables)
 
