@@ -43,12 +43,12 @@ def make_model(net, variant):
     def model(x, y=None):
         pyro.module("net", net)
         if variant == "mix":
-            x = mixable("x", x)
+            x = mixable("x", x, dim=-1)
         h = net.l1(x)
         if variant == "m-probmix":
-            h = embed("h", dist.Normal(h, F.softplus(net.l1_scale(x)) + 1e-3).to_event(1))
+            h = embed("h", dist.Normal(h, F.softplus(net.l1_scale(x)) + 1e-3).to_event(1), dim=-1)
         if variant == "m-mix":
-            h = mixable("h", h)
+            h = mixable("h", h, dim=-1)
         out = net.head(torch.relu(net.l2(torch.relu(h))))
         loc, scale = out[:, 0], F.softplus(out[:, 1]) + 1e-3
         if variant == "hand-pooled":

@@ -75,7 +75,7 @@ def model_embed(x, y=None):
 
 
 def model_mixable(x, y=None):
-    return model(mixable("x", x), y)
+    return model(mixable("x", x, dim=-1), y)
 
 
 def guide(x, y=None):

@@ -30,13 +30,13 @@ class Net(torch.nn.Module):
 
     def forward(self, x, y=None):
         pyro.module("net", self)
-        x = mixable("x", x)  # vanilla mixup mixes here
-        h = self.inp(x)
-        # a stochastic embedding layer: M-ProbMix pools these densities in pairs
-        h = embed("h", dist.Normal(h, F.softplus(self.inp_scale(x)) + 1e-3).to_event(1))
-        h = mixable("h", h)  # manifold mixup mixes here
-        loc, raw_scale = self.out(h).unbind(-1)
-        with pyro.plate("data", x.shape[0]):
+        with pyro.plate("data", x.shape[0]):  # the examples: handlers pair along this plate
+            x = mixable("x", x)  # vanilla mixup mixes here
+            h = self.inp(x)
+            # a stochastic embedding layer: M-ProbMix pools these densities in pairs
+            h = embed("h", dist.Normal(h, F.softplus(self.inp_scale(x)) + 1e-3).to_event(1))
+            h = mixable("h", h)  # manifold mixup mixes here
+            loc, raw_scale = self.out(h).unbind(-1)
             return pyro.sample("y", dist.Normal(loc, F.softplus(raw_scale) + 1e-3), obs=y)
 
 

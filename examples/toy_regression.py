@@ -34,7 +34,7 @@ class Net(nn.Module):
     def forward(self, x, stochastic=True):
         h = F.relu(self.l1(x))
         if stochastic:  # z ~ N(h, s^2); pooled with the partner's under probmix(at="h")
-            h = embed("h", dist.Normal(h, F.softplus(self.a * h + self.c) + 1e-3).to_event(1))
+            h = embed("h", dist.Normal(h, F.softplus(self.a * h + self.c) + 1e-3).to_event(1), dim=-1)
         out = self.out(F.relu(self.l2(h)))
         return out[:, 0], F.softplus(out[:, 1]) + 1e-4
 

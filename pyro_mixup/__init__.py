@@ -1,16 +1,21 @@
 """Probabilistic mixup (ProbMix, M-ProbMix) for Pyro and NumPyro.
 
-The top-level package is the torch / Pyro API; the JAX / NumPyro API lives in
-:mod:`pyro_mixup.numpyro`, which imports without torch.
+The top-level package is the torch / Pyro API (re-exported from
+:mod:`pyro_mixup.pyro`); the JAX / NumPyro API lives in
+:mod:`pyro_mixup.numpyro`, which imports without torch. Both are thin adapters
+over the backend-neutral :mod:`pyro_mixup.core`.
 """
 
-from .errors import UnsupportedDistributionError
-from .families import ALL_FAMILIES
+import importlib
+
+from .core.errors import MixupUsageError, UnsupportedDistributionError
+from .core.families import ALL_FAMILIES
 
 __version__ = "0.1.0"
 
 __all__ = [
     "UnsupportedDistributionError",
+    "MixupUsageError",
     "ALL_FAMILIES",
     "log_linear_pool",
     "pool_pairs",
@@ -20,20 +25,20 @@ __all__ = [
     "handlers",
 ]
 
+_LAZY = {
+    "log_linear_pool": ".pyro.backend",
+    "pool_pairs": ".pyro.backend",
+    "register": ".pyro.backend",
+    "embed": ".pyro.primitives",
+    "mixable": ".pyro.primitives",
+}
+
 
 def __getattr__(name):
     # Import the torch side lazily so that ``import pyro_mixup.numpyro`` works
     # on a machine without torch.
-    if name in ("log_linear_pool", "pool_pairs", "register"):
-        from . import torch_backend
-
-        return getattr(torch_backend, name)
-    if name in ("embed", "mixable"):
-        from . import primitives
-
-        return getattr(primitives, name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     if name == "handlers":
-        import importlib
-
         return importlib.import_module(".handlers", __name__)
     raise AttributeError(f"module 'pyro_mixup' has no attribute {name!r}")

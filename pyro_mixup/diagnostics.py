@@ -71,10 +71,12 @@ _LEAK_MSG = (
 )
 
 
+_HANDLER_MODULES = ("pyro_mixup.pyro.handlers", "pyro_mixup.numpyro.handlers")
+
+
 def _is_ours(handler) -> bool:
-    """True for a pyro_mixup mixing handler (Pyro or NumPyro), never for our own detector."""
-    cls = type(handler)
-    return cls.__module__.startswith("pyro_mixup") and not getattr(cls, "_diagnostics_detector", False)
+    """True for a pyro_mixup mixing handler (a Pyro or NumPyro messenger)."""
+    return type(handler).__module__ in _HANDLER_MODULES
 
 
 def _refuse_active_handlers(stack) -> None:
@@ -124,30 +126,9 @@ def _detect_backend(model, guide_or_samples, x_test, backend):
 def unwrap(model):
     """Strip outer pyro_mixup handler wrappers (``probmix(model)``, ``mixup(model)``,
     Pyro or NumPyro) and return the plain model. Other handlers are kept."""
-    while True:
-        inner = _pyro_wrapped(model)
-        if inner is not None:
-            model = inner
-            continue
-        # NumPyro: a Messenger instance holding .fn
-        if _is_ours(model) and callable(getattr(model, "fn", None)):
-            model = model.fn
-            continue
-        return model
-
-
-def _pyro_wrapped(model):
-    """The fn inside a Pyro ``ourhandler(fn)`` wrapper, else None. Pyro's
-    ``Messenger.__call__`` returns ``_bound_partial(partial(_context_wrap, messenger, fn))``."""
-    p = model
-    while isinstance(p, functools.partial):
-        if getattr(p.func, "__name__", "") == "_context_wrap" and len(p.args) >= 2:
-            return p.args[1] if _is_ours(p.args[0]) else None
-        if isinstance(p.func, functools.partial):
-            p = p.func
-            continue
-        return None
-    return None
+    while _is_ours(getattr(model, "mixup_handler", model)) and callable(getattr(model, "__wrapped__", None)):
+        model = model.__wrapped__
+    return model
 
 
 # ----------------------------------------------------------------------------- dims
@@ -189,8 +170,6 @@ def _pyro_detector():
     from pyro.poutine.runtime import _PYRO_STACK
 
     class _LeakDetector(Messenger):
-        _diagnostics_detector = True
-
         def _process_message(self, msg):
             _refuse_active_handlers(_PYRO_STACK)
 
@@ -203,7 +182,7 @@ def _pyro_run(model, guide, samples, x, y, num_samples, obs_kw, model_kwargs, rn
     from pyro.poutine.runtime import _PYRO_STACK
     from pyro.poutine.util import prune_subsample_sites
 
-    from ._torch_scoring import _PairScore
+    from .pyro.distributions import PairScore
 
     _refuse_active_handlers(_PYRO_STACK)
 
@@ -256,7 +235,7 @@ def _pyro_run(model, guide, samples, x, y, num_samples, obs_kw, model_kwargs, rn
                 if site["type"] != "sample":
                     continue
                 fn = site["fn"]
-                if isinstance(fn, _PairScore) or isinstance(getattr(fn, "base_dist", None), _PairScore):
+                if isinstance(fn, PairScore) or isinstance(getattr(fn, "base_dist", None), PairScore):
                     raise HandlerLeakError(_LEAK_MSG.format(name=type(fn).__name__))
                 if site["infer"].get("_deterministic"):
                     det.setdefault(name, []).append(site["value"].detach().cpu().numpy())
@@ -289,8 +268,6 @@ def _numpyro_run(model, guide, params, samples, x, y, num_samples, obs_kw, model
     _refuse_active_handlers(_PYRO_STACK)
 
     class _LeakDetector(Messenger):
-        _diagnostics_detector = True
-
         def process_message(self, msg):
             _refuse_active_handlers(_PYRO_STACK)
 

@@ -1,10 +1,6 @@
-"""Exceptions shared by the torch and JAX backends."""
+"""The exceptions; they live in :mod:`pyro_mixup.core.errors`, this name stays
+for existing code."""
 
+from .core.errors import MixupUsageError, UnsupportedDistributionError
 
-class UnsupportedDistributionError(TypeError):
-    """A distribution that log-linear pooling cannot keep in closed form.
-
-    Raised for families outside the exponential-family registry (StudentT,
-    Laplace, mixtures, Delta, ...). The message names the class and lists the
-    supported ones; :func:`pyro_mixup.register` adds a subclass of your own.
-    """
+__all__ = ["UnsupportedDistributionError", "MixupUsageError"]

@@ -57,8 +57,8 @@ def make_model(backend, head, with_embed):
         embed, mixable = pmn.embed, pmn.mixable
 
     def model(x, y=None):
-        x = mixable("x", x)
         with plate("data", N):
+            x = mixable("x", x)
             pre = x @ T["w1"] + T["b1"]
             if with_embed:
                 scale = _softplus(ops, x @ T["v1"]) + 0.1

@@ -55,10 +55,10 @@ class MLP(nn.Module):
 
     def forward(self, x, stochastic: bool = False):
         """Deterministic forward pass (the model below adds the handler hooks)."""
-        x = mixable("x", x) if stochastic else x
+        x = mixable("x", x, dim=-1) if stochastic else x
         h = self.first(x)
         if stochastic:
-            h = embed("h", self.embedding_dist(h)) if self.embedding else mixable("h", h)
+            h = embed("h", self.embedding_dist(h), dim=-1) if self.embedding else mixable("h", h, dim=-1)
         return self.rest(h)
 
 

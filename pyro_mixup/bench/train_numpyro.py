@@ -92,12 +92,12 @@ def numpyro_model(params, x, y=None, *, n_layers: int, embedding: bool):
     layer ``mixable("h")`` or, with ``embedding``, the stochastic layer ``embed("h")``."""
     from ..numpyro import embed, mixable
 
-    x = mixable("x", x)
+    x = mixable("x", x, dim=-1)  # examples along the rows; the plate comes later
     h = jax.nn.relu(x @ params["w0"] + params["b0"])
     if embedding:
-        h = embed("h", _embedding_dist(params, h))
+        h = embed("h", _embedding_dist(params, h), dim=-1)
     else:
-        h = mixable("h", h)
+        h = mixable("h", h, dim=-1)
     mu, sigma = _head(params, h, n_layers)
     with numpyro.plate("data", x.shape[0]):
         numpyro.sample("y", nd.Normal(mu, sigma), obs=y)

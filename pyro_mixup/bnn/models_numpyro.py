@@ -71,7 +71,7 @@ class BNNRegressor:
         import numpyro.distributions as dist
 
         mixable, embed = _primitives()
-        h = mixable("x", (x - self.x_loc) / self.x_scale)
+        h = mixable("x", (x - self.x_loc) / self.x_scale, dim=-1)  # the data plate comes later
         sizes = (self.in_dim,) + self.hidden_sizes
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             out = self._linear(f"layers.{i}", h, a, 2 * b if (self.use_embed and i == 0) else b)
@@ -79,10 +79,10 @@ class BNNRegressor:
                 if embed is None:
                     raise RuntimeError("the embedding variant needs pyro_mixup.numpyro.embed, which is not available")
                 m, s = out[..., :b], out[..., b:]
-                out = embed("z", dist.Normal(m, jax.nn.softplus(s) + 1e-3).to_event(1))
+                out = embed("z", dist.Normal(m, jax.nn.softplus(s) + 1e-3).to_event(1), dim=-1)
             h = jax.nn.relu(out)
             if i == 0:
-                h = mixable("h", h)
+                h = mixable("h", h, dim=-1)
         out = self._linear("head", h, sizes[-1], 2)
         mu, sigma = out[..., 0], jax.nn.softplus(out[..., 1]) + self.min_scale
         return self.y_loc + self.y_scale * mu, self.y_scale * sigma

@@ -99,15 +99,15 @@ class BNNRegressor(PyroModule):
     def predict_params(self, x):
         """(loc, scale) of ``p(y | x)`` in original units, for one draw of the weights
         (and of the embedding noise)."""
-        h = mixable("x", (x - self.x_loc) / self.x_scale)
+        h = mixable("x", (x - self.x_loc) / self.x_scale, dim=-1)  # the data plate comes later
         for i, layer in enumerate(self.layers):
             a = layer(h)
             if i == 0 and self.use_embed:
                 m, s = a.chunk(2, dim=-1)
-                a = embed_layer("z", dist.Normal(m, F.softplus(s) + 1e-3).to_event(1))
+                a = embed_layer("z", dist.Normal(m, F.softplus(s) + 1e-3).to_event(1), dim=-1)
             h = F.relu(a)
             if i == 0:
-                h = mixable("h", h)
+                h = mixable("h", h, dim=-1)
         out = self.head(h)
         mu, sigma = out[..., 0], F.softplus(out[..., 1]) + self.min_scale
         return self.y_loc + self.y_scale * mu, self.y_scale * sigma

@@ -4,10 +4,11 @@ Same API as :mod:`pyro_mixup`, for NumPyro models: :func:`log_linear_pool`,
 :func:`pool_pairs`, :func:`register`, the primitives :func:`embed` and
 :func:`mixable`, and the handlers in :mod:`pyro_mixup.numpyro.handlers`
 (:func:`~pyro_mixup.numpyro.handlers.probmix`,
-:func:`~pyro_mixup.numpyro.handlers.mixup`).
+:func:`~pyro_mixup.numpyro.handlers.mixup`). A thin adapter over
+:mod:`pyro_mixup.core`: backend, random, distributions, primitives, handlers.
 """
 
-from ..errors import UnsupportedDistributionError
+from ..core.errors import MixupUsageError, UnsupportedDistributionError
 from . import handlers
 from .backend import log_linear_pool, pool_pairs, register
 from .handlers import mixup, probmix
@@ -15,6 +16,7 @@ from .primitives import embed, mixable
 
 __all__ = [
     "UnsupportedDistributionError",
+    "MixupUsageError",
     "log_linear_pool",
     "pool_pairs",
     "register",

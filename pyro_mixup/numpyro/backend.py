@@ -11,8 +11,10 @@ import jax.scipy.linalg as jsl
 import numpy as np
 import numpyro.distributions as nd
 
-from .. import _engine
-from ..families import FAMILY_BY_CLASS_NAME, Family
+from ..core import pooling
+from ..core.backend import PoolingBackend
+from ..core.families import FAMILY_BY_CLASS_NAME
+from ..core.pairing import Partner
 
 ops = SimpleNamespace(
     rsqrt=jax.lax.rsqrt,
@@ -28,11 +30,29 @@ ops = SimpleNamespace(
     matvec=lambda m, v: jnp.einsum("...ij,...j->...i", m, v),
     cholesky=jnp.linalg.cholesky,
     cho_solve=lambda tril, v: jsl.cho_solve((tril, True), v[..., None])[..., 0],
+    # for the targets
+    where=jnp.where,
+    stack=jnp.stack,
+    log_softmax=jax.nn.log_softmax,
+    softmax=jax.nn.softmax,
+    one_hot=lambda value, k, like: jax.nn.one_hot(jnp.asarray(value, jnp.int32), k, dtype=jnp.result_type(like)),
+    cast_like=lambda x, like: jnp.asarray(x, jnp.result_type(like)),
+    floating=lambda x: x if jnp.issubdtype(jnp.result_type(x), jnp.floating) else jnp.asarray(x, float),
+    sum_rightmost=lambda x, k: x.sum(tuple(range(-k, 0))),
+)
+
+# A cyclic partner (its shift) travels through jax transformations as a leaf.
+jax.tree_util.register_pytree_node(
+    Partner,
+    lambda p: ((p.index, p.shift), p.n),
+    lambda n, children: _partner(n, *children),
 )
 
 
-def _same_class(cls):
-    return lambda **kw: cls(**kw)
+def _partner(n, index, shift):
+    p = Partner.__new__(Partner)  # no validation: jax may unflatten placeholder leaves
+    p.n, p.index, p.shift = n, index, shift
+    return p
 
 
 # NumPyro splits several families into Probs/Logits classes; pooling happens in
@@ -90,50 +110,28 @@ _PARAM_OVERRIDES = {
 }
 
 
-class NumPyroBackend:
+def _classes():
+    return {cls: (FAMILY_BY_CLASS_NAME[name], out) for name, pairs in _CLASSES.items() for cls, out in pairs}
+
+
+_WRAPPERS = {
+    nd.Independent: "independent",
+    nd.ExpandedDistribution: "expanded",
+    nd.MaskedDistribution: "masked",
+    nd.TransformedDistribution: "transformed",
+}
+
+
+class NumPyroBackend(PoolingBackend):
     name = "numpyro"
     ops = ops
 
-    def __init__(self):
-        self._table = {}
-        for family_name, pairs in _CLASSES.items():
-            for cls, out in pairs:
-                self._table[cls] = (FAMILY_BY_CLASS_NAME[family_name], out)
-
-    def register(self, cls, family: Family, constructor=None):
-        self._table[cls] = (family, constructor or cls)
-
-    def lookup(self, d):
-        entry = self._table.get(type(d))
-        return None if entry is None else entry[0]
-
-    def supported_names(self):
-        return sorted({f.name for f, _ in self._table.values()})
-
-    def unwrap(self, d):
-        t = type(d)
-        if t is nd.Independent:
-            return "independent", d.base_dist, d.reinterpreted_batch_ndims
-        if t is nd.ExpandedDistribution:
-            return "expanded", d.base_dist, None
-        if t is nd.MaskedDistribution:
-            return "masked", d.base_dist, d._mask
-        if t is nd.TransformedDistribution:
-            return "transformed", d.base_dist, list(d.transforms)
-        return None
-
-    def same_transforms(self, a, b):
-        return len(a) == len(b) and all(x == y for x, y in zip(a, b))
+    def _build(self, ctor, kwargs):
+        return ctor(**kwargs)
 
     def param(self, d, name):
         override = _PARAM_OVERRIDES.get((type(d), name))
         return override(d) if override is not None else getattr(d, name)
-
-    def fixed_param(self, d, name):
-        return getattr(d, name)
-
-    def construct(self, like, family, kwargs):
-        return self._table[type(like)][1](**kwargs)
 
     def independent(self, child, n, like):
         return nd.Independent(child, n)
@@ -143,11 +141,6 @@ class NumPyroBackend:
 
     def transformed(self, child, transforms, like):
         return nd.TransformedDistribution(child, transforms)
-
-    def first_param(self, node):
-        while node.child is not None:
-            node = node.child
-        return self.param(node.dist, node.family.params[0])
 
     @staticmethod
     def shape(x):
@@ -164,6 +157,10 @@ class NumPyroBackend:
     @staticmethod
     def take(x, index, axis):
         return jnp.take(x, index, axis=axis)
+
+    @staticmethod
+    def roll(x, shift, axis):
+        return jnp.roll(x, shift, axis=axis)
 
     @staticmethod
     def lerp(start, end, weight):
@@ -194,15 +191,39 @@ class NumPyroBackend:
             return None
         return np.asarray(x)
 
+    # --- handler options ----------------------------------------------------
+    @staticmethod
+    def weight_array(lam):
+        return jnp.asarray(lam, dtype=jnp.result_type(float))
 
-BACKEND = NumPyroBackend()
+    @staticmethod
+    def index_array(perm):
+        dtype = jnp.result_type(perm) if isinstance(perm, jax.Array) else np.asarray(perm).dtype
+        if not jnp.issubdtype(dtype, jnp.integer):
+            shown = perm if isinstance(perm, jax.core.Tracer) else np.asarray(perm).tolist()[:20]
+            raise ValueError(f"perm must hold integer indices (floats would be truncated); got {dtype} {shown}")
+        return jnp.asarray(perm, dtype=jnp.int32)
+
+    @staticmethod
+    def check_rng_key(key):
+        if key is None:
+            return
+        typed = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+        raw = isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32 and key.shape[-1:] == (2,)
+        if not (typed or raw):
+            raise ValueError(
+                f"rng_key must be a JAX PRNG key, jax.random.key(seed) or jax.random.PRNGKey(seed); got {key!r}"
+            )
+
+
+BACKEND = NumPyroBackend(_classes(), _WRAPPERS)
 
 
 def log_linear_pool(dists, weights):
     """Log-linear pool of exponential-family NumPyro distributions.
 
     Same contract as :func:`pyro_mixup.log_linear_pool` (the formulas are the
-    shared ones in :mod:`pyro_mixup.families`). Weight checks need concrete
+    shared ones in :mod:`pyro_mixup.core.families`). Weight checks need concrete
     values: inside ``jax.jit`` they are skipped. Discrete families come back
     as their ``*Logits`` class; (LowRank)MultivariateNormal as a
     MultivariateNormal with ``precision_matrix``.
@@ -214,22 +235,16 @@ def log_linear_pool(dists, weights):
         >>> round(float(p.loc), 4), round(float(p.scale), 4)
         (75.0, 13.5)
     """
-    return _engine.log_linear_pool(BACKEND, dists, weights)
+    return pooling.log_linear_pool(BACKEND, dists, weights)
 
 
 def pool_pairs(d, lam, perm, dim=-1):
     """Pool element ``i`` of ``d`` along batch dim ``dim`` with element ``perm[i]``,
     weights ``(lam, 1 - lam)``; see :func:`pyro_mixup.pool_pairs`. Works under ``jax.jit``
     (checks of traced ``lam``/``perm`` values are skipped there)."""
-    return _engine.pool_pairs(BACKEND, d, lam, perm, dim)
+    return pooling.pool_pairs(BACKEND, d, lam, perm, dim)
 
 
 def register(cls, family_name: str, constructor=None):
     """NumPyro twin of :func:`pyro_mixup.register`."""
-    try:
-        family = FAMILY_BY_CLASS_NAME[family_name]
-    except KeyError:
-        raise ValueError(
-            f"unknown family {family_name!r}; known: {', '.join(sorted(FAMILY_BY_CLASS_NAME))}"
-        ) from None
-    BACKEND.register(cls, family, constructor)
+    BACKEND.register(cls, family_name, constructor)

@@ -18,7 +18,7 @@ def _embed(distribution, dim=None, rng_key=None):
     return distribution.rsample(rng_key)
 
 
-def _mixable(tensor, event_dim=None):
+def _mixable(tensor, event_dim=None, dim=None):
     return tensor
 
 
@@ -40,8 +40,9 @@ def embed(name: str, distribution, *, dim=None, rng_key=None):
     :param str name: the name handlers refer to with ``at=``.
     :param distribution: a reparameterisable distribution whose batch shape
         holds the examples (e.g. ``Normal(m, s).to_event(1)``).
-    :param int dim: the batch dim that indexes examples; default: the enclosing
-        plate's dim, else the rightmost batch dim.
+    :param int dim: the batch dim that indexes examples, for an embedding
+        outside any plate; inside a plate the plate's dim is used (and ``dim``
+        must agree). Outside plates and without ``dim`` a handler refuses to guess.
     :param rng_key: a PRNG key for the draw; default: one from the enclosing
         :class:`~numpyro.handlers.seed` (``numpyro.prng_key()``).
 
@@ -83,7 +84,7 @@ def embed(name: str, distribution, *, dim=None, rng_key=None):
     return apply_stack(msg)["value"]
 
 
-def mixable(name: str, tensor, *, event_dim=None):
+def mixable(name: str, tensor, *, event_dim=None, dim=None):
     """Mark a deterministic array (inputs, a hidden layer) that mixup may mix.
 
     Returns ``tensor`` unchanged, except under
@@ -93,8 +94,12 @@ def mixable(name: str, tensor, *, event_dim=None):
     :param str name: the name handlers refer to with ``at=``.
     :param tensor: the array, examples along one batch dim.
     :param int event_dim: number of rightmost feature dims (default: 1 if the
-        array has 2 or more dims, else 0). The example dim is the enclosing
-        plate's dim, else the rightmost batch dim.
+        array has 2 or more dims, else 0; required when that leaves more batch
+        dims than the enclosing plates explain, e.g. images ``(n, C, H, W)``).
+    :param int dim: the batch dim that indexes examples, for an array outside
+        any plate (``-1``: the dim left of the feature dims); inside a plate the
+        plate's dim is used. Outside plates and without ``dim`` a handler
+        refuses to guess.
 
     **Example:**
 
@@ -111,7 +116,7 @@ def mixable(name: str, tensor, *, event_dim=None):
         "name": name,
         "fn": _mixable,
         "args": (tensor,),
-        "kwargs": {"event_dim": event_dim},
+        "kwargs": {"event_dim": event_dim, "dim": dim},
         "value": None,
         "scale": None,
         "cond_indep_stack": [],

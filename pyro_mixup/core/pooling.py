@@ -1,4 +1,4 @@
-"""Backend-neutral log-linear pooling.
+"""Log-linear pooling of exponential-family distributions, backend-neutral.
 
 Distributions are taken apart into a *leaf* exponential family (looked up in
 :mod:`pyro_mixup.families` through the backend's class table) wrapped by any
@@ -6,9 +6,10 @@ number of Independent / Expanded / Masked / Transformed layers. Leaf parameters
 are broadcast to the full batch shape, mapped to natural parameters, combined,
 mapped back, and the wrapper layers are rebuilt around the pooled leaf.
 
-The backend (:mod:`pyro_mixup.torch_backend`, :mod:`pyro_mixup.numpyro.backend`)
-supplies array operations and knows its own distribution classes; nothing
-here imports torch or jax.
+The backend (:mod:`pyro_mixup.pyro.backend`, :mod:`pyro_mixup.numpyro.backend`;
+its interface is :class:`pyro_mixup.core.backend.PoolingBackend`) supplies
+array operations and knows its own distribution classes; nothing here imports
+torch or jax.
 """
 
 from __future__ import annotations
@@ -20,9 +21,34 @@ import numpy as np
 
 from .errors import UnsupportedDistributionError
 from .families import Family
+from .pairing import Partner
 
 #: Weights must lie in [-WEIGHT_TOL, 1 + WEIGHT_TOL] and sum to 1 within WEIGHT_TOL.
 WEIGHT_TOL = 1e-5
+
+
+def take_partner(backend, x, partner, axis: int):
+    """``x`` with element ``i`` along ``axis`` replaced by its partner's: a roll
+    for a cyclic :class:`~pyro_mixup.core.pairing.Partner`, else a gather."""
+    if type(partner) is Partner:
+        if partner.shift is not None:
+            return backend.roll(x, -partner.shift, axis)
+        partner = partner.index
+    return backend.take(x, partner, axis)
+
+
+def _partner_shape(backend, partner):
+    return (partner.n,) if type(partner) is Partner else tuple(backend.shape(partner))
+
+
+def _partner_numpy(backend, partner):
+    """The partner index as a numpy array, or None while traced."""
+    if type(partner) is not Partner:
+        return backend.to_numpy(partner)
+    if partner.index is not None:
+        return backend.to_numpy(partner.index)
+    shift = backend.to_numpy(partner.shift)
+    return None if shift is None else (np.arange(partner.n) + int(shift)) % partner.n
 
 
 @dataclass
@@ -270,7 +296,7 @@ class _PairSum(_Combiner):
         (a,) = arrays
         level_ndim = len(self.backend.shape(a)) - rank
         axis = self._axis(level_ndim, rank)
-        other = self.backend.take(a, self.partner, axis)
+        other = take_partner(self.backend, a, self.partner, axis)
         lam = self.lam
         if self.backend.shape(lam):
             # one weight per example along the pairing dim: (n,) -> (n, 1, ..., 1)
@@ -281,7 +307,7 @@ class _PairSum(_Combiner):
     def combine_masks(self, masks, batch_shape):
         (m,) = masks
         axis = self.dim - (len(batch_shape) - self.batch_ndim)
-        return self.backend.logical_and(m, self.backend.take(m, self.partner, axis))
+        return self.backend.logical_and(m, take_partner(self.backend, m, self.partner, axis))
 
     def check_fixed(self, name, values, batch_shape):
         (v,) = values
@@ -292,7 +318,7 @@ class _PairSum(_Combiner):
         axis = self.dim - (len(batch_shape) - self.batch_ndim)
         if -axis > full.ndim:
             return  # constant along the pairing dim
-        partner = self.backend.to_numpy(self.partner)
+        partner = _partner_numpy(self.backend, self.partner)
         if partner is None:
             return
         if full.shape[axis] != 1 and not np.array_equal(full, np.take(full, partner, axis=axis)):
@@ -328,12 +354,12 @@ def check_pairing(backend, lam, partner, n: int, *, permutation: bool) -> None:
             )
         if not np.all(np.isfinite(lam_np)) or np.any(lam_np < 0) or np.any(lam_np > 1):
             raise ValueError(f"lam must lie in [0, 1]; got {lam_np}")
-    shape = backend.shape(partner)
+    shape = _partner_shape(backend, partner)
     if len(shape) != 1 or shape[0] != n:
         raise ValueError(
             f"perm must be a 1-D index of length {n} (the size of the pairing dim); got shape {tuple(shape)}"
         )
-    p = backend.to_numpy(partner)
+    p = _partner_numpy(backend, partner)
     if p is None:
         return
     if not np.issubdtype(p.dtype, np.integer):
@@ -344,20 +370,6 @@ def check_pairing(backend, lam, partner, n: int, *, permutation: bool) -> None:
         )
     if not permutation and (p.min() < 0 or p.max() >= n):
         raise ValueError(f"partner indices must lie in 0..{n - 1}")
-
-
-def check_explicit_pairing(backend, lam, perm) -> None:
-    """Validate a handler's explicit ``lam=`` / ``perm=`` once, at construction."""
-    if perm is not None:
-        shape = backend.shape(perm)
-        if len(shape) != 1:
-            raise ValueError(f"perm must be a 1-D permutation of the batch; got shape {tuple(shape)}")
-        n = shape[0]
-    else:
-        lam_shape = backend.shape(lam) if lam is not None else ()
-        n = lam_shape[0] if len(lam_shape) == 1 else 2
-        perm = np.arange(n)
-    check_pairing(backend, 0.5 if lam is None else lam, backend.as_index(perm), n, permutation=True)
 
 
 def pool_pairs(backend, d, lam, perm, dim: int = -1, *, validate: bool = True):
@@ -371,7 +383,8 @@ def pool_pairs(backend, d, lam, perm, dim: int = -1, *, validate: bool = True):
     n = batch_shape[dim]
     like = backend.first_param(node)
     lam = backend.as_weight(lam, like)
-    perm = backend.as_index(perm)
+    if type(perm) is not Partner:
+        perm = backend.as_index(perm)
     if validate:
         check_pairing(backend, lam, perm, n, permutation=False)
     return _pool_node(backend, [node], batch_shape, _PairSum(backend, lam, perm, dim, len(batch_shape)))
@@ -392,5 +405,5 @@ def _pair_leaf(backend, d, family, lam, perm, dim):
         weight = lam
         if backend.shape(lam):
             weight = backend.reshape(lam, (-1,) + (1,) * (-axis - 1))
-        pooled.append(backend.lerp(backend.take(eta, perm, axis), eta, weight))
+        pooled.append(backend.lerp(take_partner(backend, eta, perm, axis), eta, weight))
     return backend.construct(d, family, family.from_natural(backend.ops, *pooled))

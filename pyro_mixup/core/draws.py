@@ -1,0 +1,102 @@
+"""The random part of a handler entry: the weight ``lam`` and each example's
+partner, drawn on first use, per plate size, and shared by every site inside
+the entry.
+
+Drawing lazily (not when the handler is entered) keeps the draw inside the
+region that runs the model: under a compiled step (``JitTrace_ELBO``,
+``jax.jit(svi.update)``) it is then part of what is compiled, and fresh at every
+step. The backend's random source (:class:`pyro_mixup.core.backend.RandomSource`)
+makes the elementary draws; this module decides what is drawn and checks it
+against the batch.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from .options import MixOptions
+from .pairing import Partner, PartnerTable
+
+
+def _size_error(n: int) -> ValueError:
+    return ValueError(
+        f"cannot pair examples in a batch of size {n}: mixup needs at least 2 examples "
+        "along the plate (use a larger batch, or leave the model unwrapped)"
+    )
+
+
+class Draws:
+    """``lam`` and partners of one handler entry.
+
+    :param options: the handler's options (fixed ``lam`` / ``perm``, ``alpha``, pairing).
+    :param source: the backend's random source, already begun for this entry.
+    :param on_random: called once, before the first random draw (the handler
+        core refuses MCMC there).
+    """
+
+    def __init__(self, options: MixOptions, source, on_random: Optional[Callable[[], None]] = None):
+        self.options = options
+        self.source = source
+        self._on_random = on_random
+        self._lam = {}
+        self._partner = {}
+
+    def _random(self):
+        if self._on_random is not None:
+            hook, self._on_random = self._on_random, None
+            hook()
+
+    def lam(self, n: int, like):
+        """The mixing weight for a plate of ``n`` examples, as the backend's
+        weight for arrays like ``like`` (a scalar, or one per example)."""
+        opts = self.options
+        key = n if opts.per_example else None
+        lam = self._lam.get(key)
+        if lam is None:
+            if opts.lam is not None:
+                shape = tuple(opts.arrays.shape(opts.lam))
+                if shape and shape[0] != n:
+                    raise ValueError(f"lam has {shape[0]} values but the batch has {n} examples")
+                lam = self.source.fixed_weight(opts.lam)
+            elif opts.alpha == 0.0:
+                # Beta(0, 0) limit: all weight on each example itself, i.e. ERM
+                lam = self.source.ones(n if opts.per_example else None)
+            else:
+                self._random()
+                lam = self.source.beta(opts.alpha, n if opts.per_example else None)
+            self._lam[key] = lam
+        return self.source.cast_weight(lam, like)
+
+    def partner(self, n: int) -> Partner:
+        """The partner of each of ``n`` examples."""
+        partner = self._partner.get(n)
+        if partner is None:
+            opts = self.options
+            if n < 2:
+                raise _size_error(n)
+            if opts.perm is not None:
+                length = tuple(opts.arrays.shape(opts.perm))[0]
+                if length != n:
+                    raise ValueError(f"perm has length {length} but the batch has {n} examples")
+                partner = Partner(n, index=opts.perm)
+            elif isinstance(opts.pairing, PartnerTable):
+                if opts.pairing.size != n:
+                    raise ValueError(
+                        f"the pairing table covers {opts.pairing.size} examples but the batch has {n}: a "
+                        "table pairs a full batch; for minibatches use table.batches(...) and pass perm="
+                    )
+                self._random()
+                partner = Partner(n, index=self.source.from_table(opts.pairing, n))
+            elif opts.pairing == "shift":
+                self._random()
+                partner = Partner(n, shift=self.source.shift(n))
+            else:
+                self._random()
+                partner = Partner(n, index=self.source.permutation(n))
+            self._partner[n] = partner
+        return partner
+
+    def noise(self, like):
+        """Standard normal noise shaped like ``like`` (the jitter of ``beta``)."""
+        self._random()
+        return self.source.normal(like)

@@ -1,0 +1,374 @@
+"""The logic of a mixing handler, once for Pyro and NumPyro.
+
+A :class:`MixingCore` is owned by each backend's messenger (composition: the
+messenger forwards its messages and its entry and exit here). Per entry of the
+handler it keeps fresh state (:class:`_Entry`): one draw of ``lam`` and the
+partners, shared by every site inside. It decides which sites are treated,
+along which plate examples are paired, what an observed site is scored on,
+and it refuses the idioms that would run but compute something else than the
+mixup objective. The messenger's effect system is reached only through the
+adapter's :class:`~pyro_mixup.core.backend.Effects` hooks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+
+from . import pooling
+from .draws import Draws
+from .errors import MixupUsageError, UnsupportedDistributionError
+from .options import MixOptions
+from .targets import mix_values, resolve_target
+
+#: The key under which a fused latent site's draws are recorded in ``msg["infer"]``,
+#: so that a model replaying the guide's value can check (and share) them.
+DRAWS_KEY = "_pyro_mixup_draws"
+
+_entry_ids = itertools.count()
+
+#: Plates the libraries add around a whole model (vectorised ELBO particles,
+#: Pyro's vectorised Predictive): never a plate over examples.
+PARTICLE_PLATES = ("num_particles_vectorized", "_num_particles_vectorized", "_num_predictive_samples")
+
+
+def called_from(*module_prefixes: str) -> bool:
+    """Whether code of one of these modules is on the Python call stack (how a
+    handler tells that an MCMC kernel is running the model: neither library
+    marks its potential-energy evaluations on the handler stack)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith(module_prefixes):
+            return True
+        frame = frame.f_back
+    return False
+
+
+class _DrawsRecord:
+    """What a fused latent site leaves in its trace node: whose draws they were."""
+
+    __slots__ = ("draws", "options", "entry")
+
+    def __init__(self, draws: Draws, options: MixOptions, entry: int):
+        self.draws = draws
+        self.options = options
+        self.entry = entry
+
+
+class _Entry:
+    """The state of one entry of a handler (fresh every time it is entered)."""
+
+    __slots__ = ("messenger", "draws", "seen_at", "seen_sites", "treated", "conditioned", "targets",
+                 "staged", "seen_any", "id")
+
+    def __init__(self, messenger, staged: bool):
+        self.messenger = messenger
+        self.draws = None
+        self.seen_at = False
+        self.seen_sites = set()
+        self.treated = 0
+        self.conditioned = []
+        self.targets = {}
+        self.staged = staged
+        self.seen_any = False
+        self.id = next(_entry_ids)
+
+
+class MixingCore:
+    """Site selection, plate choice, draws, targets and checks of ``probmix``
+    (``kind="probmix"``) or ``mixup`` (``kind="mixup"``).
+
+    :param kind: ``"probmix"`` or ``"mixup"``.
+    :param options: the validated options.
+    :param effects: the backend adapter's hooks into its effect system.
+    """
+
+    def __init__(self, kind: str, options: MixOptions, effects):
+        if kind == "mixup" and options.at is None:
+            raise ValueError(
+                "mixup needs at='<name of a mixable tensor>' (the inputs for vanilla mixup, "
+                "a hidden layer for manifold mixup)"
+            )
+        self.kind = kind
+        self.options = options
+        self.effects = effects
+        self.backend = effects.backend
+        self.source = effects.random_source(options)
+        self._entry = None
+
+    # --- entry and exit ---------------------------------------------------------
+    def enter(self, messenger) -> None:
+        if self._entry is not None:
+            raise MixupUsageError(
+                f"this {self.kind} handler is already active: a handler cannot be nested in itself "
+                "(it would mix twice). Use one handler, or two separate ones on purpose."
+            )
+        self.source.begin()
+        self._entry = _Entry(messenger, self.effects.staging())
+
+    def exit(self, failed: bool, functional: bool) -> None:
+        entry, self._entry = self._entry, None
+        if failed or entry is None:
+            return
+        opts = self.options
+        if not functional and not entry.seen_any:
+            raise MixupUsageError(
+                f"{self.kind}(...) was entered but saw no sample site: nothing inside ran a model. "
+                "Typically a compiled step (JitTrace_ELBO, jax.jit(svi.update)) traced before the "
+                "handler was entered and never runs the model again. Wrap the model instead: "
+                f"SVI({self.kind}(model, ...), guide, ...)."
+            )
+        if opts.at is not None and not entry.seen_at:
+            kinds = "embed or latent sample site" if self.kind == "probmix" else "mixable"
+            raise ValueError(
+                f"at={opts.at!r} named no site: the program ran no {kinds} named {opts.at!r}. "
+                "Check the name, or drop at= for plain ProbMix at the likelihood."
+            )
+        if opts.sites is not None and entry.seen_sites and opts.sites - entry.seen_sites:
+            raise ValueError(
+                f"sites={sorted(opts.sites - entry.seen_sites)} named no sample site of the program "
+                f"(its sample sites: {sorted(entry.seen_sites)})"
+            )
+        if entry.conditioned and not entry.treated:
+            raise ValueError(
+                f"{self.kind} found no observation to pair: {entry.conditioned} are conditioned "
+                "(poutine.condition / handlers.condition inside the handler) and in no plate, so they "
+                "are taken as fixed latents, not data. Observations must be in a plate over examples; "
+                "name them with sites=[...] to force it."
+            )
+
+    # --- messages -----------------------------------------------------------------
+    def _begin_message(self) -> _Entry:
+        entry = self._entry
+        entry.seen_any = True
+        # Checked at every message: Pyro's JitTrace_ELBO runs the step once eagerly
+        # (to find its params) before it traces it.
+        if not entry.staged and self.effects.staging():
+            raise MixupUsageError(
+                f"{self.kind}(...) was entered outside a compiled function (torch.jit / "
+                "JitTrace_ELBO, jax.jit) that runs the model: the compiled step would keep this "
+                "handler's effect for every later call, inside the `with` block or not. Wrap the "
+                f"model instead, so the handler runs inside the compiled step: "
+                f"SVI({self.kind}(model, ...), guide, optim, elbo)."
+            )
+        return entry
+
+    def sample(self, msg) -> None:
+        entry = self._begin_message()
+        name = msg["name"]
+        entry.seen_sites.add(name)
+        if msg["is_observed"]:
+            if self._treats(entry, msg):
+                entry.treated += 1
+                self._score(msg, pool=self.kind == "probmix" and self.options.at is None)
+        elif self.kind == "probmix" and name == self.options.at:
+            if msg["infer"].get("enumerate"):
+                raise ValueError(f"at={name!r} names an enumerated discrete site; fuse at a continuous site")
+            entry.seen_at = True
+            self._fuse_latent(entry, msg)
+
+    def embed(self, msg) -> None:
+        entry = self._begin_message()
+        if self.kind != "probmix" or msg["name"] != self.options.at:
+            return
+        entry.seen_at = True
+        dist = msg["args"][0]
+        msg["args"] = (self._fuse(msg, dist, msg["kwargs"].get("dim")),) + tuple(msg["args"][1:])
+
+    def mixable(self, msg) -> None:
+        entry = self._begin_message()
+        if self.kind != "mixup" or msg["name"] != self.options.at:
+            return
+        entry.seen_at = True
+        tensor = msg["args"][0]
+        shape = tuple(self.backend.shape(tensor))
+        event_dim, dim = msg["kwargs"].get("event_dim"), msg["kwargs"].get("dim")
+        if event_dim is None:
+            event_dim = 1 if len(shape) >= 2 else 0
+            # more batch dims than plates can explain: (n, C, H, W) would pair image rows
+            if len(shape) - event_dim > max(1, self.effects.plate_depth(msg)):
+                raise ValueError(
+                    f"mixable {msg['name']!r} has shape {shape}: say how many rightmost dims are "
+                    f"features with event_dim= (e.g. event_dim={len(shape) - 1} for one example per "
+                    "leading index)"
+                )
+        frame = self._pair_frame(msg, explicit_dim=dim)
+        batch_shape = shape[: len(shape) - event_dim]
+        dim = pooling.normalise_dim(dim if frame is None else frame.dim, batch_shape)
+        axis = dim - event_dim
+        n = self._example_count(frame, batch_shape[dim], f"mixable {msg['name']!r} (shape {shape}) dim {axis}")
+        draws = self._draws()
+        mixed = mix_values(self.backend, tensor, draws.lam(n, tensor), draws.partner(n), axis, 0.0)
+        msg["args"] = (mixed,) + tuple(msg["args"][1:])
+
+    # --- which sites, which plate ---------------------------------------------------
+    def _treats(self, entry: _Entry, msg) -> bool:
+        opts = self.options
+        if opts.sites is not None:
+            return msg["name"] in opts.sites and self.effects.carries_likelihood(msg)
+        if not self.effects.carries_likelihood(msg):
+            return False
+        # A latent conditioned inside the handler looks observed; in no plate it
+        # cannot be data to pair (a fixed global), so it is left alone.
+        if not self.effects.frames(msg) and self.effects.conditioned_inside(entry.messenger, msg):
+            entry.conditioned.append(msg["name"])
+            return False
+        return True
+
+    def _pair_frame(self, msg, explicit_dim=None):
+        """The plate frame whose examples are paired: the one named ``plate=``, or
+        the only one the site is in; ``None`` for an explicit ``dim=`` outside
+        plates. Raises when there is no way to tell."""
+        frames = self.effects.frames(msg)
+        plate, name = self.options.plate, msg["name"]
+        if plate is not None:
+            for f in frames:
+                if f.name == plate:
+                    return self._agree(msg, f, explicit_dim)
+            if explicit_dim is not None and not frames:
+                return None
+            raise ValueError(
+                f"site {name!r} is not inside plate {plate!r} (its plates: "
+                f"{[f.name for f in frames] or 'none'}); pass the name of the plate over examples"
+            )
+        if len(frames) == 1:
+            return self._agree(msg, frames[0], explicit_dim)
+        if not frames:
+            if explicit_dim is not None:
+                return None
+            raise ValueError(
+                f"site {name!r} is in no plate, so there are no examples to pair: put it inside "
+                f"`with {self.effects.plate_example}:` (or pass plate=, or dim= to embed/mixable)"
+            )
+        raise ValueError(
+            f"site {name!r} is in several plates ({[f.name for f in frames]}); "
+            "pass plate='<name of the plate over examples>'"
+        )
+
+    @staticmethod
+    def _agree(msg, frame, explicit_dim):
+        if explicit_dim is not None and explicit_dim < 0 and explicit_dim != frame.dim:
+            raise ValueError(
+                f"site {msg['name']!r}: dim={explicit_dim} but it is inside plate {frame.name!r} "
+                f"(dim {frame.dim}); drop dim= or make them agree"
+            )
+        return frame
+
+    def _example_count(self, frame, size, what: str) -> int:
+        size = self.effects.size(size)
+        if frame is not None and size != self.effects.size(frame.size):
+            raise ValueError(
+                f"{what} has size {size} but plate {frame.name!r} has {frame.size} examples; the "
+                "example dim must hold one entry per example of the plate"
+            )
+        return size
+
+    # --- draws -----------------------------------------------------------------
+    def _draws(self) -> Draws:
+        entry = self._entry
+        if entry.draws is None:
+            entry.draws = self._guide_draws() or Draws(self.options, self.source, self._refuse_mcmc)
+        return entry.draws
+
+    def _guide_draws(self):
+        """The draws of a separately wrapped guide whose fused ``at`` latent this
+        model replays, so that model and guide pool with the same draw."""
+        if self.options.at is None:
+            return None
+        infer = self.effects.replayed_infer(self._entry.messenger, self.options.at)
+        record = None if infer is None else infer.get(DRAWS_KEY)
+        if record is None:
+            return None
+        if not self.options.same_draws(record.options):
+            raise MixupUsageError(
+                f"the guide fused at={self.options.at!r} with other options than this model's handler "
+                "(alpha, lam, perm, pairing, per_example or beta differ): model and guide must pool with "
+                "one draw. Wrap both with the same options, or the whole step: with probmix(...): svi.step()"
+            )
+        return record.draws
+
+    def _refuse_mcmc(self) -> None:
+        if self.effects.in_mcmc():
+            raise MixupUsageError(
+                f"{self.kind} draws lam and partners at random on every run of the model, and MCMC is "
+                "running it: the potential energy would change at every evaluation (Pyro's chain "
+                "sticks, NumPyro keeps one hidden draw for the whole chain). Fix the draws with lam= "
+                "and perm= (MCMC then samples the posterior under that pooled likelihood), or run "
+                "MCMC on the plain model: mixup is a regulariser for SVI / MAP."
+            )
+
+    # --- fusing (M-ProbMix) --------------------------------------------------------
+    def _fuse(self, msg, dist, explicit_dim):
+        backend = self.backend
+        frame = self._pair_frame(msg, explicit_dim)
+        batch_shape = tuple(dist.batch_shape)
+        dim = pooling.normalise_dim(explicit_dim if frame is None else frame.dim, batch_shape)
+        n = self._example_count(frame, batch_shape[dim], f"the batch dim {dim} of {msg['name']!r}'s distribution")
+        draws = self._draws()
+        like = backend.first_param(pooling.decompose(backend, dist))
+        return pooling.pool_pairs(backend, dist, draws.lam(n, like), draws.partner(n), dim, validate=False)
+
+    def _fuse_latent(self, entry: _Entry, msg) -> None:
+        name = msg["name"]
+        replayed = self.effects.replayed_infer(entry.messenger, name)
+        if replayed is not None:
+            record = replayed.get(DRAWS_KEY)
+            if record is None:
+                raise MixupUsageError(
+                    f"at={name!r} is a latent whose value is replayed from the guide, but the guide's "
+                    f"q({name}|x) was not fused, so the model would score an unfused draw. Wrap the "
+                    f"guide too, SVI({self.kind}(model, at={name!r}), {self.kind}(guide, at={name!r}), ...), "
+                    f"or the whole step: with {self.kind}(at={name!r}): svi.step(...)"
+                )
+            if record.draws is not self._draws():
+                raise MixupUsageError(
+                    f"at={name!r}: the model drew its own lam and partners before reaching the latent "
+                    "the guide fused, so they differ from the guide's. Wrap the whole step instead: "
+                    f"with {self.kind}(at={name!r}): svi.step(...)"
+                )
+        msg["fn"] = self._fuse(msg, msg["fn"], None)
+        # Left in the trace node, so that a model replaying this value checks (and shares) the draw.
+        msg["infer"] = {**msg["infer"], DRAWS_KEY: _DrawsRecord(self._draws(), self.options, entry.id)}
+
+    # --- scoring observed sites ------------------------------------------------------
+    def _target_for(self, name: str, fn):
+        """The family (None outside the registry) and the target of a site, cached per entry."""
+        entry = self._entry
+        key = (name, type(fn))
+        hit = entry.targets.get(key)
+        if hit is None:
+            try:
+                node = pooling.decompose(self.backend, fn)
+                while node.child is not None:
+                    node = node.child
+                family = node.family
+            except UnsupportedDistributionError:
+                family = None  # fine for mixup; probmix raises when it pools
+            support = fn.support
+            real = self.effects.is_real_support(support)
+            opts = self.options
+            hit = (family, resolve_target(name, family, support.is_discrete, real, opts.target, opts.beta))
+            entry.targets[key] = hit
+        return hit
+
+    def _score(self, msg, pool: bool) -> None:
+        """Replace an observed site's likelihood by its mixup target (pooled first if asked)."""
+        effects, backend = self.effects, self.backend
+        frame = self._pair_frame(msg)
+        dim, n = frame.dim, effects.size(frame.size)
+        fn, mask = effects.split_mask(msg)
+        family, target = self._target_for(msg["name"], fn)
+        draws = self._draws()
+        partner, lam = draws.partner(n), draws.lam(n, msg["value"])
+        if pool:
+            fn = pooling.pool_pairs(backend, fn, lam, partner, dim, validate=False)
+        if target == "expected":
+            msg["fn"] = effects.paired_target(fn, lam, partner, dim, mask)
+        elif family is not None and family.classification:
+            msg["fn"] = effects.soft_label_target(fn, lam, partner, dim, self.options.beta, family.label_kind, mask)
+        else:
+            axis = dim - len(fn.event_shape)
+            msg["value"] = mix_values(backend, msg["value"], lam, partner, axis, self.options.beta, draws.noise)
+            if mask is not None:
+                fn = effects.remask(fn, backend.logical_and(mask, pooling.take_partner(backend, mask, partner, dim)))
+            msg["fn"] = fn

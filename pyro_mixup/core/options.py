@@ -1,0 +1,201 @@
+"""The handler options, once: a frozen dataclass validated where it is created.
+
+Both backends' ``probmix`` and ``mixup`` (and their messengers) take exactly
+these keyword options; their signatures and parameter docs are generated from
+:data:`OPTION_DOCS`, so an option is added or documented in this module only.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, FrozenSet, Optional
+
+import numpy as np
+
+from .pairing import PartnerTable
+
+TARGETS = ("mixed", "expected")
+PAIRINGS = ("permutation", "shift")
+
+#: Each option's documentation, in signature order (used for both backends'
+#: docstrings; ``{key}`` is filled in by the backend's wording).
+OPTION_DOCS = {
+    "alpha": ":param float alpha: ``lam ~ Beta(alpha, alpha)``; ``alpha=0`` is ERM (``lam = 1``).",
+    "lam": ":param lam: a fixed weight in ``[0, 1]`` (scalar or one per example) instead of a draw.",
+    "perm": ":param perm: a fixed permutation of the batch (integers) instead of a random one.",
+    "at": ":param str at: {at}",
+    "sites": ":param sites: names of the observed sites to treat (default: every observed site with a likelihood).",
+    "plate": ":param str plate: the plate over examples (default: the one plate a site is in).",
+    "target": (
+        ":param str target: ``\"mixed\"`` (score at ``lam*y_i + (1-lam)*y_j``) or ``\"expected\"``\n"
+        "    (``lam*log p(y_i) + (1-lam)*log p(y_j)``); default per family: \"mixed\" for\n"
+        "    continuous families with convex support, \"expected\" for counts, classes and\n"
+        "    angles. For class labels \"mixed\" scores the log-linear pool of\n"
+        "    ``beta``-smoothed labels (the paper's choice)."
+    ),
+    "beta": (
+        ":param float beta: variance of the Gaussian jitter added to the mixed target\n"
+        "    (regression), or the label-smoothing constant (classification)."
+    ),
+    "per_example": ":param bool per_example: one ``lam`` per example instead of one per batch.",
+    "pairing": (
+        ":param pairing: ``\"permutation\"`` (a uniform random permutation, default),\n"
+        "    ``\"shift\"`` (a random cyclic shift: the same pair marginals, cheaper), or a\n"
+        "    :class:`~pyro_mixup.pairing.PartnerTable` (LocK, C-Mixup)."
+    ),
+    "rng_key": ":param rng_key: {rng_key}",
+}
+
+
+def _number(name: str, value, minimum: float = 0.0) -> float:
+    """A finite float >= minimum from a Python, NumPy, torch or JAX scalar."""
+    shape = getattr(value, "shape", None)
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) or (shape is not None and tuple(shape) == ())):
+        raise ValueError(f"{name} must be a number >= {minimum:g}; got {value!r}")
+    try:
+        out = float(value)
+    except Exception as e:  # a traced JAX value: options are fixed when the handler is made
+        raise ValueError(f"{name} must be a concrete number, not a traced value; got {value!r}") from e
+    if not math.isfinite(out) or out < minimum:
+        raise ValueError(f"{name} must be a finite number >= {minimum:g}; got {value!r}")
+    return out
+
+
+def _flag(name: str, value) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise ValueError(f"{name} must be True or False; got {value!r}")
+
+
+def _name(name: str, value) -> Optional[str]:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"{name} must be a site or plate name (a string) or None; got {value!r}")
+
+
+@dataclass(frozen=True)
+class MixOptions:
+    """The options of a mixing handler, validated on creation.
+
+    ``arrays`` is the backend's array interface (see
+    :class:`pyro_mixup.core.backend.PoolingBackend`): it converts ``lam`` and
+    ``perm`` to the backend's arrays and checks ``rng_key``.
+    """
+
+    alpha: float = 1.0
+    lam: Any = None
+    perm: Any = None
+    at: Optional[str] = None
+    sites: Optional[FrozenSet[str]] = None
+    plate: Optional[str] = None
+    target: Optional[str] = None
+    beta: float = 0.0
+    per_example: bool = False
+    pairing: Any = "permutation"
+    rng_key: Any = None
+    arrays: Any = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        put = object.__setattr__.__get__(self)
+        put("alpha", _number("alpha (lam ~ Beta(alpha, alpha))", self.alpha))
+        put("beta", _number("beta", self.beta))
+        put("per_example", _flag("per_example", self.per_example))
+        put("at", _name("at", self.at))
+        put("plate", _name("plate", self.plate))
+        if self.target is not None and self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS} or None (per-family default); got {self.target!r}")
+        if self.sites is not None:
+            if isinstance(self.sites, str) or not all(isinstance(s, str) for s in self.sites):
+                raise ValueError(f"sites must be a list of site names; got {self.sites!r}")
+            put("sites", frozenset(self.sites))
+        if isinstance(self.pairing, str):
+            if self.pairing not in PAIRINGS:
+                raise ValueError(
+                    f"pairing must be one of {PAIRINGS} or a pyro_mixup.pairing.PartnerTable; got {self.pairing!r}"
+                )
+        elif not isinstance(self.pairing, PartnerTable):
+            raise ValueError(f"pairing must be one of {PAIRINGS} or a PartnerTable; got {self.pairing!r}")
+        elif self.perm is not None:
+            raise ValueError("give either perm= or a pairing table, not both")
+        self.arrays.check_rng_key(self.rng_key)
+        if self.lam is not None:
+            put("lam", self._fixed_lam(self.lam))
+        if self.perm is not None:
+            put("perm", self._fixed_perm(self.perm))
+        lam_n = self._length(self.lam)
+        if self.perm is not None and lam_n is not None and lam_n != self._length(self.perm):
+            raise ValueError(f"lam has {lam_n} values but perm has length {self._length(self.perm)}")
+
+    def _length(self, array) -> Optional[int]:
+        shape = () if array is None else tuple(self.arrays.shape(array))
+        return shape[0] if shape else None
+
+    def _fixed_lam(self, lam):
+        lam = self.arrays.weight_array(lam)
+        shape = tuple(self.arrays.shape(lam))
+        if len(shape) > 1:
+            raise ValueError(f"lam must be a scalar or have one value per example; got shape {shape}")
+        concrete = self.arrays.to_numpy(lam)
+        if concrete is not None:
+            values = np.asarray(concrete, dtype=np.float64)
+            if not np.all(np.isfinite(values)) or np.any(values < 0) or np.any(values > 1):
+                raise ValueError(f"lam must lie in [0, 1]; got {values}")
+        return lam
+
+    def _fixed_perm(self, perm):
+        perm = self.arrays.index_array(perm)  # refuses non-integer dtypes
+        shape = tuple(self.arrays.shape(perm))
+        if len(shape) != 1:
+            raise ValueError(f"perm must be a 1-D permutation of the batch; got shape {shape}")
+        concrete = self.arrays.to_numpy(perm)
+        if concrete is not None and not np.array_equal(np.sort(concrete), np.arange(shape[0])):
+            raise ValueError(
+                f"perm must be a permutation of 0..{shape[0] - 1} (each index once); got {concrete.tolist()[:20]}"
+            )
+        return perm
+
+    def same_draws(self, other: "MixOptions") -> bool:
+        """Whether two handlers draw from the same distribution (so one may
+        reuse the other's draw): equal options that shape the draws."""
+
+        def same(a, b):
+            if a is b:
+                return True
+            if a is None or b is None:
+                return False
+            x, y = self.arrays.to_numpy(a), self.arrays.to_numpy(b)
+            return x is not None and y is not None and np.array_equal(x, y)
+
+        return (
+            (self.alpha, self.per_example, self.beta) == (other.alpha, other.per_example, other.beta)
+            and (self.pairing is other.pairing or self.pairing == other.pairing)
+            and same(self.lam, other.lam)
+            and same(self.perm, other.perm)
+        )
+
+
+#: The option names, in signature order.
+OPTION_NAMES = tuple(f.name for f in fields(MixOptions) if f.name != "arrays")
+
+
+def handler_signature(*, required_at: bool, with_rng_key: bool) -> inspect.Signature:
+    """The signature ``(fn=None, *, alpha=1.0, ...)`` of a functional handler."""
+    params = [inspect.Parameter("fn", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)]
+    for f in fields(MixOptions):
+        if f.name == "arrays" or (f.name == "rng_key" and not with_rng_key):
+            continue
+        default = inspect.Parameter.empty if (f.name == "at" and required_at) else f.default
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default))
+    return inspect.Signature(params)
+
+
+def options_doc(*, at: str, rng_key: Optional[str]) -> str:
+    """The ``:param ...:`` lines of a functional handler's docstring."""
+    lines = [":param fn: the model (or step function) to wrap; omit for ``with handler(...):``."]
+    for name, text in OPTION_DOCS.items():
+        if name == "rng_key" and rng_key is None:
+            continue
+        lines.append(text.format(at=at, rng_key=rng_key))
+    return "\n".join(lines)

@@ -1,0 +1,69 @@
+"""The mixup targets as NumPyro distributions (pytrees, so they pass through
+``jax.jit``), so that NumPyro's ELBOs score them like any site: thin shells
+over :mod:`pyro_mixup.core.targets`."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from numpyro.distributions import Distribution, constraints
+
+from ..core import targets
+from .backend import BACKEND
+
+
+class PairScore(Distribution):
+    """A distribution that scores a pair's observed values; ``dim`` is the
+    negative batch dim of the pairs, valid under new batch dims on the left."""
+
+    arg_constraints = {}
+    pytree_data_fields = ("base", "lam", "partner", "pair_mask")
+    pytree_aux_fields = ("dim",)
+
+    def __init__(self, base, lam, partner, dim, mask=None):
+        self.base, self.lam, self.partner, self.dim, self.pair_mask = base, lam, partner, dim, mask
+        super().__init__(base.batch_shape, base.event_shape, validate_args=False)
+
+    @constraints.dependent_property(is_discrete=False, event_dim=0)
+    def support(self):
+        return self.base.support
+
+    @property
+    def has_enumerate_support(self):
+        return False
+
+    def sample(self, key, sample_shape=()):
+        return self.base.sample(key, sample_shape)
+
+    def expand(self, batch_shape):
+        batch_shape = tuple(batch_shape)
+        if batch_shape == tuple(self.batch_shape):
+            return self
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.base = self.base.expand(batch_shape)
+        if self.pair_mask is not None:
+            new.pair_mask = jnp.broadcast_to(self.pair_mask, batch_shape)
+        Distribution.__init__(new, batch_shape, self.event_shape, validate_args=False)
+        return new
+
+
+class PairedTarget(PairScore):
+    """The expected target ``lam * log p_i(y_i) + (1 - lam) * log p_i(y_partner(i))``."""
+
+    def log_prob(self, value):
+        return targets.paired_log_prob(BACKEND, self.base, value, self.lam, self.partner, self.dim, self.pair_mask)
+
+
+class SoftLabelTarget(PairScore):
+    """Cross-entropy against the log-linear pool of beta-smoothed labels."""
+
+    pytree_aux_fields = ("beta", "kind")
+
+    def __init__(self, base, lam, partner, dim, beta, kind, mask=None):
+        super().__init__(base, lam, partner, dim, mask)
+        self.beta, self.kind = beta, kind
+
+    def log_prob(self, value):
+        return targets.soft_label_log_prob(
+            BACKEND, self.base, value, self.lam, self.partner, self.dim, self.beta, self.kind, self.pair_mask
+        )

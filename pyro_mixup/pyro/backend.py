@@ -1,0 +1,233 @@
+"""The torch / Pyro backend of the pooling engine: array operations and the map
+from ``torch.distributions`` and ``pyro.distributions`` classes to families."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pyro.distributions as pdist
+import torch
+import torch.distributions as tdist
+import torch.nn.functional as F
+
+from ..core import pooling
+from ..core.backend import PoolingBackend
+from ..core.families import FAMILY_BY_CLASS_NAME
+
+ops = SimpleNamespace(
+    rsqrt=torch.rsqrt,
+    sqrt=torch.sqrt,
+    log=torch.log,
+    exp=torch.exp,
+    expm1=torch.expm1,
+    softplus=F.softplus,
+    logsigmoid=F.logsigmoid,
+    cos=torch.cos,
+    sin=torch.sin,
+    atan2=torch.atan2,
+    matvec=lambda m, v: (m @ v.unsqueeze(-1)).squeeze(-1),
+    cholesky=torch.linalg.cholesky,
+    cho_solve=lambda tril, v: torch.cholesky_solve(v.unsqueeze(-1), tril).squeeze(-1),
+    # for the targets
+    where=torch.where,
+    stack=torch.stack,
+    log_softmax=lambda x: torch.log_softmax(x, -1),
+    softmax=lambda x: torch.softmax(x, -1),
+    one_hot=lambda value, k, like: F.one_hot(value.long(), k).to(like.dtype),
+    cast_like=lambda x, like: x.to(like.dtype),
+    floating=lambda x: x if x.is_floating_point() else x.to(torch.get_default_dtype()),
+    sum_rightmost=lambda x, k: x.sum(tuple(range(-k, 0))),
+)
+
+
+def _classes():
+    table = {}
+    for name, family in FAMILY_BY_CLASS_NAME.items():
+        for module in (tdist, pdist):
+            cls = getattr(module, name, None)
+            if cls is not None:
+                table[cls] = (family, cls)
+    # A low-rank Gaussian pools to a full-rank one (low rank is not closed under pooling).
+    for module in (tdist, pdist):
+        table[module.LowRankMultivariateNormal] = (FAMILY_BY_CLASS_NAME["MultivariateNormal"], module.MultivariateNormal)
+    return table
+
+
+_WRAPPERS = {
+    tdist.Independent: "independent",
+    pdist.Independent: "independent",
+    pdist.torch_distribution.ExpandedDistribution: "expanded",
+    pdist.torch_distribution.MaskedDistribution: "masked",
+    tdist.TransformedDistribution: "transformed",
+    pdist.TransformedDistribution: "transformed",
+}
+
+
+class TorchBackend(PoolingBackend):
+    name = "torch"
+    ops = ops
+
+    def _build(self, ctor, kwargs):
+        return ctor(**kwargs, validate_args=False)
+
+    def independent(self, child, n, like):
+        cls = pdist.Independent if isinstance(child, pdist.torch_distribution.TorchDistributionMixin) else tdist.Independent
+        return cls(child, n, validate_args=False)
+
+    def masked(self, child, mask):
+        return pdist.torch_distribution.MaskedDistribution(child, mask)
+
+    def transformed(self, child, transforms, like):
+        return type(like)(child, transforms, validate_args=False)
+
+    # --- arrays -----------------------------------------------------------
+    @staticmethod
+    def shape(x):
+        if isinstance(x, torch.Tensor):
+            return tuple(x.shape)
+        return () if isinstance(x, (int, float)) else np.shape(x)  # np.shape is slow on scalars
+
+    @staticmethod
+    def broadcast_to(x, shape):
+        # expand() to the same shape is a free view; comparing shapes first would
+        # put Python branches on sizes into torch.jit traces.
+        return x.expand(shape)
+
+    @staticmethod
+    def reshape(x, shape):
+        return x.reshape(shape)
+
+    @staticmethod
+    def take(x, index, axis):
+        return x.index_select(axis % x.dim(), index)
+
+    @staticmethod
+    def roll(x, shift, axis):
+        if isinstance(shift, torch.Tensor):  # drawn under torch.jit tracing: stays a traced index
+            n = x.shape[axis]
+            return x.index_select(axis % x.dim(), (torch.arange(n, device=x.device) - shift) % n)
+        return torch.roll(x, shift, axis)
+
+    @staticmethod
+    def lerp(start, end, weight):
+        if isinstance(weight, torch.Tensor) and weight.dtype != start.dtype:
+            weight = weight.to(start.dtype)
+        return torch.lerp(start, end, weight)  # exact at weight 0 and 1
+
+    @staticmethod
+    def logical_and(a, b):
+        return a & b
+
+    @staticmethod
+    def as_bool(mask, like):
+        return mask if isinstance(mask, torch.Tensor) else torch.as_tensor(mask, dtype=torch.bool)
+
+    @staticmethod
+    def as_weight(w, like):
+        if isinstance(w, float):
+            return w  # Python scalars broadcast for free
+        if isinstance(w, torch.Tensor):
+            return w if w.dtype == like.dtype else w.to(like.dtype)
+        return torch.as_tensor(w, dtype=like.dtype, device=like.device)
+
+    @staticmethod
+    def as_index(index):
+        if isinstance(index, torch.Tensor):
+            return index
+        return torch.as_tensor(np.asarray(index))
+
+    @staticmethod
+    def to_numpy(x):
+        if isinstance(x, torch.Tensor):
+            return x.detach().cpu().numpy()
+        return np.asarray(x)
+
+    # --- handler options ----------------------------------------------------
+    @staticmethod
+    def weight_array(lam):
+        if isinstance(lam, torch.Tensor):
+            return lam.detach().to(torch.get_default_dtype())
+        return torch.as_tensor(np.asarray(lam, dtype=np.float64), dtype=torch.get_default_dtype())
+
+    @staticmethod
+    def index_array(perm):
+        t = perm if isinstance(perm, torch.Tensor) else torch.as_tensor(np.asarray(perm))
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise ValueError(f"perm must hold integer indices (floats would be truncated); got {t.dtype} {t.tolist()[:20]}")
+        return t.long()
+
+    @staticmethod
+    def check_rng_key(key):
+        if key is not None:
+            raise ValueError(
+                "rng_key is a NumPyro option; the Pyro handlers draw from the global RNGs that "
+                "pyro.set_rng_seed seeds"
+            )
+
+
+BACKEND = TorchBackend(_classes(), _WRAPPERS)
+
+
+def log_linear_pool(dists, weights):
+    """Log-linear pool of exponential-family distributions (torch / Pyro).
+
+    Returns the distribution proportional to ``prod_k p_k(y) ** w_k``: for an
+    exponential family it is the member with natural parameter
+    ``sum_k w_k * eta_k`` (METHOD.md, Thm C.1), of the same class as the inputs.
+
+    :param dists: ``K >= 2`` distributions of one supported family, with the
+        same wrappers (Independent, expanded, masked, transformed).
+    :param weights: ``K`` floats or tensors, each broadcastable against the
+        batch shape (per-example weights), in ``[0, 1]`` and summing to 1
+        within ``1e-5``.
+    :raises UnsupportedDistributionError: for a family without closed-form pool.
+    :raises ValueError: for mixed families, mismatched ``total_count``,
+        non-broadcastable shapes or invalid weights.
+
+    Example (the paper's worked example, section 3.2.3)::
+
+        >>> import torch, pyro.distributions as dist
+        >>> p = log_linear_pool([dist.Normal(125., 13.5), dist.Normal(-125., 13.5)], [0.8, 0.2])
+        >>> round(p.loc.item(), 4), round(p.scale.item(), 4)
+        (75.0, 13.5)
+        >>> round(-p.log_prob(torch.tensor(80.)).item(), 2)
+        3.59
+
+    Discrete families are returned parameterised by ``logits`` (pooling happens
+    in log space); MultivariateNormal (and LowRankMultivariateNormal) by
+    ``precision_matrix``.
+    """
+    return pooling.log_linear_pool(BACKEND, dists, weights)
+
+
+def pool_pairs(d, lam, perm, dim=-1):
+    """Pool every element of ``d`` along batch dim ``dim`` with element ``perm[i]``.
+
+    The result has the batch shape of ``d``; element ``i`` is the log-linear
+    pool of elements ``i`` and ``perm[i]`` with weights ``(lam, 1 - lam)``.
+    This is the primitive behind the :mod:`pyro_mixup.handlers`; it gathers
+    along ``dim`` once per natural parameter, with no Python loop over the batch.
+
+    :param d: a distribution of a supported family (wrappers allowed).
+    :param lam: a scalar in ``[0, 1]``, or a tensor of shape ``(n,)`` with one
+        weight per element along ``dim``.
+    :param perm: an integer tensor of shape ``(n,)``: the partner of each element
+        (any index map, e.g. nearest neighbours; not necessarily a permutation).
+    :param int dim: the batch dim to pair along (negative or non-negative).
+
+    Example::
+
+        >>> import torch, pyro.distributions as dist
+        >>> d = dist.Normal(torch.tensor([0., 10.]), 1.)
+        >>> pool_pairs(d, 0.25, torch.tensor([1, 0])).loc
+        tensor([7.5000, 2.5000])
+    """
+    return pooling.pool_pairs(BACKEND, d, lam, perm, dim)
+
+
+def register(cls, family_name: str, constructor=None):
+    """Declare that instances of ``cls`` (a subclass of a supported class, say)
+    belong to the family ``family_name`` and are rebuilt with ``constructor``
+    (default ``cls``) from that family's parameters."""
+    BACKEND.register(cls, family_name, constructor)
