@@ -56,12 +56,25 @@ class PoolingBackend:
     def supported_names(self) -> Iterable[str]:
         return sorted({f.name for f, _ in self._table.values()})
 
+    #: keyword arguments of every constructor call (torch: no validation of pooled parameters)
+    build_kwargs: Dict[str, Any] = {}
+
     def construct(self, like, family: Family, kwargs: dict):
         """The pooled distribution: ``like``'s result class built from ``kwargs``."""
-        return self._build(self._table[type(like)][1], kwargs)
+        return self._table[type(like)][1](**kwargs, **self.build_kwargs)
 
-    def _build(self, ctor, kwargs):  # pragma: no cover - each backend's own
-        raise NotImplementedError
+    # the wrapper layers, rebuilt around a pooled child (same class as the input's)
+    @staticmethod
+    def independent(child, n, like):
+        return type(like)(child, n, validate_args=False)
+
+    @staticmethod
+    def masked(child, mask, like):
+        return type(like)(child, mask)
+
+    @staticmethod
+    def transformed(child, transforms, like):
+        return type(like)(child, transforms, validate_args=False)
 
     # --- structure ---------------------------------------------------------------
     def unwrap(self, d):

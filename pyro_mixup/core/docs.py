@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .options import options_doc
+from .options import handler_signature, options_doc
 
 PROBMIX = """ProbMix (and, with ``at=``, M-ProbMix) as a {library} effect handler.
 
@@ -50,3 +50,13 @@ def handler_doc(kind: str, *, library: str, embed: str, mixable: str, example: s
     template = PROBMIX if kind == "probmix" else MIXUP
     options = options_doc(at=AT[kind], rng_key=rng_key)
     return template.format(library=library, embed=embed, mixable=mixable, options=options, example=example.strip("\n"))
+
+
+def dress(handler, kind: str, *, module: str, library: str, embed: str, mixable: str, example: str,
+          rng_key: Optional[str]):
+    """Name, docstring and signature of a backend's functional handler."""
+    handler.__name__ = handler.__qualname__ = kind
+    handler.__module__ = module
+    handler.__doc__ = handler_doc(kind, library=library, embed=embed, mixable=mixable, example=example, rng_key=rng_key)
+    handler.__signature__ = handler_signature(required_at=kind == "mixup", with_rng_key=rng_key is not None)
+    return handler

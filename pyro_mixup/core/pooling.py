@@ -151,7 +151,7 @@ def _pool_node(backend, nodes: List[Node], batch_shape, combiner: _Combiner):
         # Each input's mask broadcast to this level; the pool is observed where all are.
         masks = [backend.broadcast_to(backend.as_bool(n.info, like=n.dist), batch_shape) for n in nodes]
         child = _pool_node(backend, [n.child for n in nodes], batch_shape, combiner)
-        return backend.masked(child, combiner.combine_masks(masks, batch_shape))
+        return backend.masked(child, combiner.combine_masks(masks, batch_shape), like=first.dist)
     child_suffix = _broadcast_shapes(
         *[tuple(n.child.dist.batch_shape)[len(n.dist.batch_shape):] for n in nodes]
     )

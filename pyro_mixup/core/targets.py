@@ -9,8 +9,9 @@ and the scoring itself, written once against the backend's array operations.
   beta-smoothed one-hot labels (paper section 3.2), in closed form (the
   expectation over the pooled label, not one draw of it): :func:`soft_label_log_prob`.
 
-The backends wrap the last two in small distribution classes (their
-``distributions`` modules) so that the libraries' ELBOs score them as usual.
+The backends wrap the last two in distributions (:func:`target_classes` on
+each backend's shell, in its ``distributions`` module) so that the libraries'
+ELBOs score them as usual.
 """
 
 from __future__ import annotations
@@ -121,3 +122,33 @@ def soft_label_log_prob(backend, base, value, lam, partner, dim: int, beta: floa
         both = backend.logical_and(mask, take_partner(backend, mask, partner, dim))
         lp = _zero_where_not(backend, both, lp)
     return lp
+
+
+def target_classes(shell, backend, module: str):
+    """A backend's two target distributions, ``(PairedTarget, SoftLabelTarget)``,
+    built on its pair-score ``shell`` (a distribution class holding ``base``,
+    ``lam``, ``partner``, ``dim`` and ``pair_mask``)."""
+
+    class PairedTarget(shell):
+        """The expected target ``lam * log p_i(y_i) + (1 - lam) * log p_i(y_partner(i))``."""
+
+        def log_prob(self, value):
+            return paired_log_prob(backend, self.base, value, self.lam, self.partner, self.dim, self.pair_mask)
+
+    class SoftLabelTarget(shell):
+        """Cross-entropy against the log-linear pool of the pair's beta-smoothed labels."""
+
+        pytree_aux_fields = ("beta", "kind")  # NumPyro: static under jax transformations
+
+        def __init__(self, base, lam, partner, dim, beta, kind, mask=None):
+            super().__init__(base, lam, partner, dim, mask)
+            self.beta, self.kind = beta, kind
+
+        def log_prob(self, value):
+            return soft_label_log_prob(
+                backend, self.base, value, self.lam, self.partner, self.dim, self.beta, self.kind, self.pair_mask
+            )
+
+    for cls in (PairedTarget, SoftLabelTarget):
+        cls.__module__, cls.__qualname__ = module, cls.__name__  # picklable as the adapter's names
+    return PairedTarget, SoftLabelTarget

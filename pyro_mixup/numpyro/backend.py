@@ -126,21 +126,9 @@ class NumPyroBackend(PoolingBackend):
     name = "numpyro"
     ops = ops
 
-    def _build(self, ctor, kwargs):
-        return ctor(**kwargs)
-
     def param(self, d, name):
         override = _PARAM_OVERRIDES.get((type(d), name))
         return override(d) if override is not None else getattr(d, name)
-
-    def independent(self, child, n, like):
-        return nd.Independent(child, n)
-
-    def masked(self, child, mask):
-        return nd.MaskedDistribution(child, mask)
-
-    def transformed(self, child, transforms, like):
-        return nd.TransformedDistribution(child, transforms)
 
     @staticmethod
     def shape(x):

@@ -47,23 +47,4 @@ class PairScore(Distribution):
         return new
 
 
-class PairedTarget(PairScore):
-    """The expected target ``lam * log p_i(y_i) + (1 - lam) * log p_i(y_partner(i))``."""
-
-    def log_prob(self, value):
-        return targets.paired_log_prob(BACKEND, self.base, value, self.lam, self.partner, self.dim, self.pair_mask)
-
-
-class SoftLabelTarget(PairScore):
-    """Cross-entropy against the log-linear pool of beta-smoothed labels."""
-
-    pytree_aux_fields = ("beta", "kind")
-
-    def __init__(self, base, lam, partner, dim, beta, kind, mask=None):
-        super().__init__(base, lam, partner, dim, mask)
-        self.beta, self.kind = beta, kind
-
-    def log_prob(self, value):
-        return targets.soft_label_log_prob(
-            BACKEND, self.base, value, self.lam, self.partner, self.dim, self.beta, self.kind, self.pair_mask
-        )
+PairedTarget, SoftLabelTarget = targets.target_classes(PairScore, BACKEND, __name__)

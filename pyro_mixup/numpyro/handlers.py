@@ -23,9 +23,9 @@ import numpyro.distributions as nd
 from numpyro.handlers import condition, replay
 from numpyro.primitives import _PYRO_STACK, CondIndepStackFrame, Messenger
 
-from ..core.docs import handler_doc
+from ..core.docs import dress
 from ..core.handler import PARTICLE_PLATES, MixingCore, called_from
-from ..core.options import MixOptions, handler_signature
+from ..core.options import MixOptions
 from ..core.pairing import PartnerTable
 from .backend import BACKEND
 from .distributions import PairedTarget, SoftLabelTarget
@@ -160,31 +160,24 @@ class MixupMessenger(_MixingMessenger):
     kind, at_type = "mixup", "mixable"
 
 
-def _make_handler(messenger_cls, doc):
+_RNG_KEY = "a PRNG key for the draws instead of ``numpyro.prng_key()``; every entry then makes the same draw."
+
+
+def _make_handler(messenger_cls, example):
     """``handler(fn=None, **options)``: the messenger itself, as in
     ``numpyro.handlers`` (it keeps ``fn``'s ``__name__`` and ``__wrapped__``)."""
 
     def handler(fn=None, **options):
         return messenger_cls(fn, **options)
 
-    handler.__name__ = handler.__qualname__ = messenger_cls.kind
-    handler.__module__ = __name__
-    handler.__doc__ = doc
-    handler.__signature__ = handler_signature(required_at=messenger_cls is MixupMessenger, with_rng_key=True)
-    return handler
+    return dress(handler, messenger_cls.kind, module=__name__, library="NumPyro",
+                 embed=":func:`~pyro_mixup.numpyro.embed`", mixable=":func:`~pyro_mixup.numpyro.mixable`",
+                 example=example, rng_key=_RNG_KEY)
 
-
-_RNG_KEY = "a PRNG key for the draws instead of ``numpyro.prng_key()``; every entry then makes the same draw."
 
 probmix = _make_handler(
     ProbMixMessenger,
-    handler_doc(
-        "probmix",
-        library="NumPyro",
-        embed=":func:`~pyro_mixup.numpyro.embed`",
-        mixable=":func:`~pyro_mixup.numpyro.mixable`",
-        rng_key=_RNG_KEY,
-        example='''
+    """
 **Example:**
 
 .. doctest::
@@ -222,19 +215,12 @@ key, inside ``jax.jit``:
    ...     state, loss = update(state, x, 2 * x)
    >>> round(float(svi.get_params(state)["w"]), 1)
    2.0
-''',
-    ),
+""",
 )
 
 mixup = _make_handler(
     MixupMessenger,
-    handler_doc(
-        "mixup",
-        library="NumPyro",
-        embed=":func:`~pyro_mixup.numpyro.embed`",
-        mixable=":func:`~pyro_mixup.numpyro.mixable`",
-        rng_key=_RNG_KEY,
-        example='''
+    """
 **Example:**
 
 .. doctest::
@@ -251,6 +237,5 @@ mixup = _make_handler(
    >>> tr = trace(mixup(model, at="x", lam=0.25, perm=[1, 0])).get_trace(x, y)
    >>> tr["y"]["fn"].loc, tr["y"]["value"]
    (Array([1.5, 0.5], dtype=float32), Array([1.5, 0.5], dtype=float32))
-''',
-    ),
+""",
 )

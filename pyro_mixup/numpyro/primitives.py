@@ -22,6 +22,13 @@ def _mixable(tensor, event_dim=None, dim=None):
     return tensor
 
 
+def _send(kind, name, fn, arg, kwargs):
+    """A message of our own type through NumPyro's handler stack; its value."""
+    msg = {"type": kind, "name": name, "fn": fn, "args": (arg,), "kwargs": kwargs, "value": None,
+           "scale": None, "cond_indep_stack": [], "infer": {}}
+    return apply_stack(msg)["value"]
+
+
 def _no_key(name):
     return ValueError(
         f"embed({name!r}, ...) draws z and needs a PRNG key: run the model under "
@@ -70,18 +77,7 @@ def embed(name: str, distribution, *, dim=None, rng_key=None):
         rng_key = numpyro.prng_key()
         if rng_key is None:
             raise _no_key(name)
-    msg = {
-        "type": "embed",
-        "name": name,
-        "fn": _embed,
-        "args": (distribution,),
-        "kwargs": {"dim": dim, "rng_key": rng_key},
-        "value": None,
-        "scale": None,
-        "cond_indep_stack": [],
-        "infer": {},
-    }
-    return apply_stack(msg)["value"]
+    return _send("embed", name, _embed, distribution, {"dim": dim, "rng_key": rng_key})
 
 
 def mixable(name: str, tensor, *, event_dim=None, dim=None):
@@ -111,15 +107,4 @@ def mixable(name: str, tensor, *, event_dim=None, dim=None):
     """
     if not _PYRO_STACK:
         return tensor
-    msg = {
-        "type": "mixable",
-        "name": name,
-        "fn": _mixable,
-        "args": (tensor,),
-        "kwargs": {"event_dim": event_dim, "dim": dim},
-        "value": None,
-        "scale": None,
-        "cond_indep_stack": [],
-        "infer": {},
-    }
-    return apply_stack(msg)["value"]
+    return _send("mixable", name, _mixable, tensor, {"event_dim": event_dim, "dim": dim})

@@ -67,19 +67,7 @@ _WRAPPERS = {
 class TorchBackend(PoolingBackend):
     name = "torch"
     ops = ops
-
-    def _build(self, ctor, kwargs):
-        return ctor(**kwargs, validate_args=False)
-
-    def independent(self, child, n, like):
-        cls = pdist.Independent if isinstance(child, pdist.torch_distribution.TorchDistributionMixin) else tdist.Independent
-        return cls(child, n, validate_args=False)
-
-    def masked(self, child, mask):
-        return pdist.torch_distribution.MaskedDistribution(child, mask)
-
-    def transformed(self, child, transforms, like):
-        return type(like)(child, transforms, validate_args=False)
+    build_kwargs = {"validate_args": False}
 
     # --- arrays -----------------------------------------------------------
     @staticmethod

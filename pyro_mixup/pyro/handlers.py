@@ -24,9 +24,9 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.replay_messenger import ReplayMessenger
 from pyro.poutine.runtime import _PYRO_STACK
 
-from ..core.docs import handler_doc
+from ..core.docs import dress
 from ..core.handler import PARTICLE_PLATES, MixingCore, called_from
-from ..core.options import MixOptions, handler_signature
+from ..core.options import MixOptions
 from . import random as torch_random
 from .backend import BACKEND
 from .distributions import PairedTarget, SoftLabelTarget
@@ -158,7 +158,7 @@ class MixupMessenger(_MixingMessenger):
         self.core.mixable(msg)
 
 
-def _make_handler(messenger_cls, doc):
+def _make_handler(messenger_cls, example):
     """``handler(fn=None, **options)``: a messenger for ``with``, or ``fn``
     wrapped by one (keeping its ``__name__`` and ``__wrapped__``), as
     ``pyro.poutine``'s handlers do."""
@@ -173,22 +173,13 @@ def _make_handler(messenger_cls, doc):
         wrapped.mixup_handler = msngr  # what diagnostics.unwrap strips
         return wrapped
 
-    handler.__name__ = handler.__qualname__ = messenger_cls.kind
-    handler.__module__ = __name__
-    handler.__doc__ = doc
-    handler.__signature__ = handler_signature(required_at=messenger_cls is MixupMessenger, with_rng_key=False)
-    return handler
+    return dress(handler, messenger_cls.kind, module=__name__, library="Pyro", embed=":func:`~pyro_mixup.embed`",
+                 mixable=":func:`~pyro_mixup.mixable`", example=example, rng_key=None)
 
 
 probmix = _make_handler(
     ProbMixMessenger,
-    handler_doc(
-        "probmix",
-        library="Pyro",
-        embed=":func:`~pyro_mixup.embed`",
-        mixable=":func:`~pyro_mixup.mixable`",
-        rng_key=None,
-        example='''
+    """
 Example::
 
     >>> import torch, pyro, pyro.distributions as dist
@@ -201,19 +192,12 @@ Example::
     tensor([2.0000, 1.5000, 2.5000])
     >>> tr.nodes["y"]["value"]    # scored at the mixed target
     tensor([2.0000, 1.5000, 2.5000])
-''',
-    ),
+""",
 )
 
 mixup = _make_handler(
     MixupMessenger,
-    handler_doc(
-        "mixup",
-        library="Pyro",
-        embed=":func:`~pyro_mixup.embed`",
-        mixable=":func:`~pyro_mixup.mixable`",
-        rng_key=None,
-        example='''
+    """
 Example::
 
     >>> import torch, pyro, pyro.distributions as dist
@@ -226,6 +210,5 @@ Example::
     >>> tr = pyro.poutine.trace(mixup(model, at="x", lam=0.25, perm=[1, 0])).get_trace(x, y)
     >>> tr.nodes["y"]["fn"].loc, tr.nodes["y"]["value"]
     (tensor([1.5000, 0.5000]), tensor([1.5000, 0.5000]))
-''',
-    ),
+""",
 )
