@@ -3,15 +3,13 @@
 Times ``jax.jit(svi.update)`` of a heteroscedastic Gaussian MLP 128-32 (8
 features, batch 128, synthetic data, parameters via ``numpyro.param``, MAP with
 an empty guide) with and without :func:`pyro_mixup.numpyro.handlers.probmix`
-(default settings), interleaved: blocks of ``--block`` updates alternate
-between the variants, ``--repeats`` times; prints the median (and minimum)
-per-update time of each and the ratios to ERM.
+(default settings), interleaved (``benchmarks/timing.py``: ``--repeats``
+rounds of ``--block`` updates per variant in random order); prints the median
+process CPU time per update and the median over rounds of each variant's time
+relative to ERM's in the same round, with its quartiles.
 
     python benchmarks/overhead_numpyro.py                 # ERM vs probmix (defaults)
     python benchmarks/overhead_numpyro.py --all           # + every option worth timing
-
-On a shared machine the minimum over blocks is the least noisy statistic;
-both are printed.
 """
 
 from __future__ import annotations
@@ -31,6 +29,7 @@ from numpyro.optim import Adam
 
 from pyro_mixup.numpyro import embed, mixable
 from pyro_mixup.numpyro.handlers import mixup, probmix
+from timing import interleaved, print_table, summary
 
 N, D, H1, H2 = 128, 8, 128, 32
 
@@ -121,8 +120,8 @@ def make_update(m, x, y):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--block", type=int, default=200, help="updates per timed block")
-    p.add_argument("--repeats", type=int, default=15, help="blocks per variant")
+    p.add_argument("--block", type=int, default=10, help="updates per variant and round")
+    p.add_argument("--repeats", type=int, default=400, help="rounds (each runs every variant, in random order)")
     p.add_argument("--all", action="store_true", help="also time the other options")
     p.add_argument("--only", nargs="*", default=None, help="time only these variants (plus erm)")
     args = p.parse_args(argv)
@@ -134,27 +133,22 @@ def main(argv=None):
     if args.only:
         variants = {k: v for k, v in {**VARIANTS, **EXTRA}.items() if k == "erm" or k in args.only}
     runs = {name: make_update(build(), x, y) for name, build in variants.items()}
-    wall = {name: [] for name in runs}
-    cpu = {name: [] for name in runs}
-    for _ in range(args.repeats):
-        for name, (update, state) in runs.items():
-            t0, c0 = time.perf_counter(), time.process_time()
-            for _ in range(args.block):
-                state, loss = update(state, x, y)
-            jax.block_until_ready(loss)
-            wall[name].append((time.perf_counter() - t0) / args.block * 1e6)
-            cpu[name].append((time.process_time() - c0) / args.block * 1e6)
+    last = {}
+
+    def stepper(name):
+        def step():
+            update, state = runs[name]
+            state, last["loss"] = update(state, x, y)
             runs[name] = (update, state)
-    print(f"jax {jax.__version__}, numpyro {numpyro.__version__}, {jax.devices()[0].platform}; "
-          f"MLP {D}-{H1}-{H2}-2, batch {N}; {args.repeats} x {args.block} updates per variant, interleaved")
-    print("per-update microseconds: wall clock (median, min over blocks) and process CPU time (median);")
-    print("ratios are to ERM")
-    print(f"{'variant':22s} {'wall med':>9s} {'wall min':>9s} {'cpu med':>8s} "
-          f"{'ratio wall med':>15s} {'ratio wall min':>15s} {'ratio cpu med':>14s}")
-    w0, m0, c0 = np.median(wall["erm"]), np.min(wall["erm"]), np.median(cpu["erm"])
-    for name in runs:
-        w, m, c = np.median(wall[name]), np.min(wall[name]), np.median(cpu[name])
-        print(f"{name:22s} {w:9.1f} {m:9.1f} {c:8.1f} {w / w0:15.3f} {m / m0:15.3f} {c / c0:14.3f}")
+
+        return step
+
+    times = interleaved({name: stepper(name) for name in runs}, args.repeats, args.block,
+                        clock=time.perf_counter_ns, finish=lambda: jax.block_until_ready(last["loss"]))
+    result = summary(times)
+    print_table(result, f"jax {jax.__version__}, numpyro {numpyro.__version__}, {jax.devices()[0].platform}; jitted SVI "
+                        f"update, MLP {D}-{H1}-{H2}-2, batch {N}; {args.repeats} rounds of {args.block} updates per variant")
+    return result
 
 
 if __name__ == "__main__":

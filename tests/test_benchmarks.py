@@ -7,13 +7,23 @@ import runpy
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def test_pyro_overhead_benchmark_runs(tmp_path):
-    module = runpy.run_path(str(ROOT / "benchmarks" / "overhead.py"))
+def _run_benchmark(name, argv, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # as when run as a script
+    return runpy.run_path(str(ROOT / "benchmarks" / name))["main"](argv)
+
+
+def test_pyro_overhead_benchmark_runs(tmp_path, monkeypatch):
     out = tmp_path / "overhead.json"
-    result = module["main"](["--blocks", "1", "--steps", "2", "--variants", "erm,hand-pooled,probmix,mix", "--json", str(out)])
+    result = _run_benchmark("overhead.py", ["--blocks", "2", "--steps", "2", "--variants", "erm,hand-pooled,probmix,mix",
+                                            "--json", str(out)], monkeypatch)
     assert set(result) == {"erm", "hand-pooled", "probmix", "mix"}
-    assert all(math.isfinite(r["cpu_ratio"]) and r["cpu_us"] > 0 for r in result.values())
-    assert out.exists()
+    assert all(math.isfinite(r["ratio"]) and r["us_per_step"] > 0 for r in result.values())
+    assert result["erm"]["ratio"] == 1.0 and out.exists()
+
+
+def test_numpyro_overhead_benchmark_runs(monkeypatch):
+    result = _run_benchmark("overhead_numpyro.py", ["--repeats", "2", "--block", "2"], monkeypatch)
+    assert set(result) == {"erm", "probmix"} and all(r["us_per_step"] > 0 for r in result.values())
 
 
 def test_bnn_validation_grid_splits_training_rows_and_picks_lowest_validation_nll(tmp_path, capsys):

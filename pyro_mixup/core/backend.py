@@ -60,8 +60,14 @@ class PoolingBackend:
     build_kwargs: Dict[str, Any] = {}
 
     def construct(self, like, family: Family, kwargs: dict):
-        """The pooled distribution: ``like``'s result class built from ``kwargs``."""
+        """``like``'s result class built from ``kwargs``."""
         return self._table[type(like)][1](**kwargs, **self.build_kwargs)
+
+    def construct_pooled(self, like, family: Family, naturals):
+        """The handlers' pooled distribution, from its natural parameters (a
+        family without fixed parameters). A backend may keep the natural form
+        where that is cheaper to score (the torch backend's Normal)."""
+        return self.construct(like, family, family.from_natural(self.ops, *naturals))
 
     # the wrapper layers, rebuilt around a pooled child (same class as the input's)
     @staticmethod

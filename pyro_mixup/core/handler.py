@@ -27,6 +27,9 @@ DRAWS_KEY = "_pyro_mixup_draws"
 
 _entry_ids = itertools.count()
 
+#: (leaf class, family, target option, beta > 0) -> the target it resolves to
+_LEAF_TARGETS = {}
+
 #: Plates the libraries add around a whole model (vectorised ELBO particles,
 #: Pyro's vectorised Predictive): never a plate over examples.
 PARTICLE_PLATES = ("num_particles_vectorized", "_num_particles_vectorized", "_num_predictive_samples")
@@ -58,8 +61,7 @@ class _DrawsRecord:
 class _Entry:
     """The state of one entry of a handler (fresh every time it is entered)."""
 
-    __slots__ = ("messenger", "draws", "seen_at", "seen_sites", "treated", "conditioned", "targets",
-                 "staged", "seen_any", "id")
+    __slots__ = ("messenger", "draws", "seen_at", "seen_sites", "treated", "conditioned", "staged", "seen_any", "id")
 
     def __init__(self, messenger, staged: bool):
         self.messenger = messenger
@@ -68,7 +70,6 @@ class _Entry:
         self.seen_sites = set()
         self.treated = 0
         self.conditioned = []
-        self.targets = {}
         self.staged = staged
         self.seen_any = False
         self.id = next(_entry_ids)
@@ -158,9 +159,10 @@ class MixingCore:
         name = msg["name"]
         entry.seen_sites.add(name)
         if msg["is_observed"]:
-            if self._treats(entry, msg):
+            frames = self.effects.frames(msg)
+            if self._treats(entry, msg, frames):
                 entry.treated += 1
-                self._score(msg, pool=self.kind == "probmix" and self.options.at is None)
+                self._score(msg, frames, pool=self.kind == "probmix" and self.options.at is None)
         elif self.kind == "probmix" and name == self.options.at:
             if msg["infer"].get("enumerate"):
                 raise ValueError(f"at={name!r} names an enumerated discrete site; fuse at a continuous site")
@@ -202,7 +204,7 @@ class MixingCore:
         msg["args"] = (mixed,) + tuple(msg["args"][1:])
 
     # --- which sites, which plate ---------------------------------------------------
-    def _treats(self, entry: _Entry, msg) -> bool:
+    def _treats(self, entry: _Entry, msg, frames) -> bool:
         opts = self.options
         if opts.sites is not None:
             return msg["name"] in opts.sites and self.effects.carries_likelihood(msg)
@@ -210,16 +212,17 @@ class MixingCore:
             return False
         # A latent conditioned inside the handler looks observed; in no plate it
         # cannot be data to pair (a fixed global), so it is left alone.
-        if not self.effects.frames(msg) and self.effects.conditioned_inside(entry.messenger, msg):
+        if not frames and self.effects.conditioned_inside(entry.messenger, msg):
             entry.conditioned.append(msg["name"])
             return False
         return True
 
-    def _pair_frame(self, msg, explicit_dim=None):
+    def _pair_frame(self, msg, explicit_dim=None, frames=None):
         """The plate frame whose examples are paired: the one named ``plate=``, or
         the only one the site is in; ``None`` for an explicit ``dim=`` outside
         plates. Raises when there is no way to tell."""
-        frames = self.effects.frames(msg)
+        if frames is None:
+            frames = self.effects.frames(msg)
         plate, name = self.options.plate, msg["name"]
         if plate is not None:
             for f in frames:
@@ -332,29 +335,34 @@ class MixingCore:
 
     # --- scoring observed sites ------------------------------------------------------
     def _target_for(self, name: str, fn):
-        """The family (None outside the registry) and the target of a site, cached per entry."""
-        entry = self._entry
-        key = (name, type(fn))
-        hit = entry.targets.get(key)
-        if hit is None:
-            try:
-                node = pooling.decompose(self.backend, fn)
-                while node.child is not None:
-                    node = node.child
-                family = node.family
-            except UnsupportedDistributionError:
-                family = None  # fine for mixup; probmix raises when it pools
-            support = fn.support
-            real = self.effects.is_real_support(support)
-            opts = self.options
-            hit = (family, resolve_target(name, family, support.is_discrete, real, opts.target, opts.beta))
-            entry.targets[key] = hit
-        return hit
+        """The family (None outside the registry) and the target of a site."""
+        opts, backend = self.options, self.backend
+        family = backend.lookup(fn)
+        if family is not None:
+            # a bare registry class: the answer depends on nothing else (memoised, not per-site state)
+            key = (type(fn), family, opts.target, opts.beta > 0)
+            target = _LEAF_TARGETS.get(key)
+            if target is None:
+                target = _LEAF_TARGETS[key] = self._resolve(name, family, fn)
+            return family, target
+        try:
+            node = pooling.decompose(backend, fn)
+            while node.child is not None:
+                node = node.child
+            family = node.family
+        except UnsupportedDistributionError:
+            family = None  # fine for mixup; probmix raises when it pools
+        return family, self._resolve(name, family, fn)
 
-    def _score(self, msg, pool: bool) -> None:
+    def _resolve(self, name, family, fn):
+        support = fn.support
+        real = self.effects.is_real_support(support)
+        return resolve_target(name, family, support.is_discrete, real, self.options.target, self.options.beta)
+
+    def _score(self, msg, frames, pool: bool) -> None:
         """Replace an observed site's likelihood by its mixup target (pooled first if asked)."""
         effects, backend = self.effects, self.backend
-        frame = self._pair_frame(msg)
+        frame = self._pair_frame(msg, frames=frames)
         dim, n = frame.dim, effects.size(frame.size)
         fn, mask = effects.split_mask(msg)
         family, target = self._target_for(msg["name"], fn)

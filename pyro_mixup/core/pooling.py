@@ -181,12 +181,12 @@ def _pool_leaf(backend, nodes: List[Node], batch_shape, combiner: _Combiner):
     for i, rank in enumerate(family.natural_event_dims):
         arrays = [nat[i] for nat in naturals_per_input]
         pooled.append(combiner.combine(arrays, rank))
-    kwargs = family.from_natural(ops, *pooled)
+    fixed = {}
     for name in family.fixed:
         values = [backend.fixed_param(n.dist, name) for n in nodes]
         combiner.check_fixed(name, values, batch_shape)
-        kwargs[name] = values[0]
-    return backend.construct(nodes[0].dist, family, kwargs)
+        fixed[name] = values[0]
+    return backend.construct(nodes[0].dist, family, {**family.from_natural(ops, *pooled), **fixed})
 
 
 # ---------------------------------------------------------------------------
@@ -373,12 +373,13 @@ def check_pairing(backend, lam, partner, n: int, *, permutation: bool) -> None:
 
 
 def pool_pairs(backend, d, lam, perm, dim: int = -1, *, validate: bool = True):
+    if not validate and dim < 0:
+        # The handlers' hot path: inputs already checked, dim a plate's (negative).
+        family = backend.lookup(d)
+        if family is not None and not family.fixed:
+            return _pair_leaf(backend, d, family, lam, perm, dim)
     batch_shape = tuple(d.batch_shape)
     dim = normalise_dim(dim, batch_shape)
-    family = backend.lookup(d)
-    if family is not None and not validate and not family.fixed:
-        # The handlers' hot path: a bare leaf, inputs already checked.
-        return _pair_leaf(backend, d, family, lam, perm, dim)
     node = decompose(backend, d)
     n = batch_shape[dim]
     like = backend.first_param(node)
@@ -390,20 +391,23 @@ def pool_pairs(backend, d, lam, perm, dim: int = -1, *, validate: bool = True):
     return _pool_node(backend, [node], batch_shape, _PairSum(backend, lam, perm, dim, len(batch_shape)))
 
 
-def _pair_leaf(backend, d, family, lam, perm, dim):
-    """pool_pairs for an unwrapped distribution, with as little Python as possible."""
+def _pair_leaf(backend, d, family, lam, partner, dim):
+    """pool_pairs for an unwrapped distribution, with as little Python as possible
+    (this runs at every step of every handler that pools)."""
     batch_shape = tuple(d.batch_shape)
     params = []
     for name, rank in zip(family.params, family.param_event_dims):
         p = backend.param(d, name)
-        shape = backend.shape(p)
-        params.append(backend.broadcast_to(p, batch_shape + shape[len(shape) - rank:] if rank else batch_shape))
+        if rank:
+            shape = backend.shape(p)
+            params.append(backend.broadcast_to(p, batch_shape + shape[len(shape) - rank:]))
+        else:
+            params.append(backend.broadcast_to(p, batch_shape))
     lam = backend.as_weight(lam, params[0])
+    per_example = bool(backend.shape(lam))
     pooled = []
     for eta, rank in zip(family.to_natural(backend.ops, *params), family.natural_event_dims):
         axis = dim - rank
-        weight = lam
-        if backend.shape(lam):
-            weight = backend.reshape(lam, (-1,) + (1,) * (-axis - 1))
-        pooled.append(backend.lerp(take_partner(backend, eta, perm, axis), eta, weight))
-    return backend.construct(d, family, family.from_natural(backend.ops, *pooled))
+        weight = backend.reshape(lam, (-1,) + (1,) * (-axis - 1)) if per_example else lam
+        pooled.append(backend.lerp(take_partner(backend, eta, partner, axis), eta, weight))
+    return backend.construct_pooled(d, family, pooled)

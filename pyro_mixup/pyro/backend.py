@@ -3,6 +3,7 @@ from ``torch.distributions`` and ``pyro.distributions`` classes to families."""
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -10,10 +11,11 @@ import pyro.distributions as pdist
 import torch
 import torch.distributions as tdist
 import torch.nn.functional as F
+from torch.distributions.utils import lazy_property
 
 from ..core import pooling
 from ..core.backend import PoolingBackend
-from ..core.families import FAMILY_BY_CLASS_NAME
+from ..core.families import FAMILY_BY_CLASS_NAME, NORMAL
 
 ops = SimpleNamespace(
     rsqrt=torch.rsqrt,
@@ -64,10 +66,49 @@ _WRAPPERS = {
 }
 
 
+_LOG_2PI = math.log(2 * math.pi)
+
+
+class NaturalNormal(pdist.Normal):
+    """A Normal held by its natural parameters, ``precision`` = 1/scale**2 and
+    ``precision_loc`` = loc/scale**2: the form a log-linear pool of Normals
+    comes in. ``loc`` and ``scale`` are computed on first use; ``log_prob`` is
+    computed from the natural form directly, which saves the handlers' hot path
+    the way back (a division and an rsqrt, and their gradients, in eager torch
+    each as dear as the arithmetic they do)."""
+
+    def __init__(self, precision, precision_loc, validate_args=False):
+        self.precision, self.precision_loc = precision, precision_loc
+        torch.distributions.Distribution.__init__(self, precision.shape, validate_args=False)
+
+    @lazy_property
+    def loc(self):
+        return self.precision_loc / self.precision
+
+    @lazy_property
+    def scale(self):
+        return self.precision.rsqrt()
+
+    def log_prob(self, value):
+        # (log(tau) - log(2 pi) - r^2 / tau) / 2 with r = eta - tau y; fused ops (fewer autograd nodes)
+        tau = self.precision
+        r = torch.addcmul(self.precision_loc, value, tau, value=-1.0)
+        return torch.addcdiv(tau.log() - _LOG_2PI, r * r, tau, value=-1.0) * 0.5
+
+    def expand(self, batch_shape, _instance=None):
+        batch_shape = torch.Size(batch_shape)
+        return NaturalNormal(self.precision.expand(batch_shape), self.precision_loc.expand(batch_shape))
+
+
 class TorchBackend(PoolingBackend):
     name = "torch"
     ops = ops
     build_kwargs = {"validate_args": False}
+
+    def construct_pooled(self, like, family, naturals):
+        if family is NORMAL and self._table[type(like)][1] is pdist.Normal:
+            return NaturalNormal(*naturals)
+        return super().construct_pooled(like, family, naturals)
 
     # --- arrays -----------------------------------------------------------
     @staticmethod
@@ -78,9 +119,8 @@ class TorchBackend(PoolingBackend):
 
     @staticmethod
     def broadcast_to(x, shape):
-        # expand() to the same shape is a free view; comparing shapes first would
-        # put Python branches on sizes into torch.jit traces.
-        return x.expand(shape)
+        # a view, but still an autograd node: skipped when there is nothing to broadcast
+        return x if x.shape == shape else x.expand(shape)
 
     @staticmethod
     def reshape(x, shape):

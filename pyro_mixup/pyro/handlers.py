@@ -103,6 +103,9 @@ class PyroEffects:
 
     @staticmethod
     def in_mcmc():
+        # SVI runs the model replaying the guide (cheap to see); MCMC's potential never does
+        if any(type(h) is ReplayMessenger for h in _PYRO_STACK):
+            return False
         return called_from("pyro.infer.mcmc")
 
     @staticmethod
@@ -136,26 +139,29 @@ class _MixingMessenger(Messenger):
         self.core.exit(exc_type is not None, self._functional)
         return out
 
-    def _pyro_sample(self, msg):
-        self.core.sample(msg)
+    # One dispatch per message instead of Messenger's getattr of a formatted
+    # method name in both phases: this handler sees every param and plate message.
+    def _process_message(self, msg):
+        kind = msg["type"]
+        if kind == "sample":
+            self.core.sample(msg)
+        elif kind == self.at_type:
+            getattr(self.core, kind)(msg)
+
+    def _postprocess_message(self, msg):
+        pass
 
 
 class ProbMixMessenger(_MixingMessenger):
     """ProbMix / M-ProbMix; see :func:`probmix`."""
 
-    kind = "probmix"
-
-    def _pyro_embed(self, msg):
-        self.core.embed(msg)
+    kind, at_type = "probmix", "embed"
 
 
 class MixupMessenger(_MixingMessenger):
     """Vanilla and manifold mixup; see :func:`mixup`."""
 
-    kind = "mixup"
-
-    def _pyro_mixable(self, msg):
-        self.core.mixable(msg)
+    kind, at_type = "mixup", "mixable"
 
 
 def _make_handler(messenger_cls, example):
