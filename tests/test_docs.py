@@ -49,6 +49,13 @@ def test_handlers_page_example_runs():
     exec(compile(block, "docs/handlers.md", "exec"), {})
 
 
+def test_numpyro_page_example_runs_as_printed():
+    block = _python_blocks(DOCS / "numpyro.md")[0]
+    namespace = {}
+    exec(compile(block, "docs/numpyro.md", "exec"), namespace)
+    assert np.isfinite(float(namespace["loss"]))
+
+
 @pytest.mark.parametrize("script", ["pyro_regression.py", "pyro_bnn.py"])
 def test_pyro_examples_run(script, monkeypatch):
     monkeypatch.setattr(sys, "argv", [script, "--steps", "3"])
