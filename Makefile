@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 TORCH  := torch==2.13.0
 
-.PHONY: demo test install-demo install-test clean
+.PHONY: demo test test-arviz1 install-demo install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,5 +33,20 @@ demo: install-demo
 test: install-test
 	$(BIN)/python -m pytest -n 2 -q pyro_mixup tests
 
+# ArviZ 1.x (xarray DataTree) needs Python >= 3.12: its own small venv (NumPyro side only;
+# ArviZ 1.x has no Pyro converter) checks to_inference_data there. .ci/run runs it beside
+# `make test` where such a Python exists; tests/test_arviz1.py runs it too once it is ready.
+PY312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.1[2-9]*/bin/python3.1[2-9]) $(shell command -v python3.13 python3.12 2>/dev/null))
+ARVIZ1 := .venv-arviz1
+
+$(ARVIZ1)/.ready:
+	@test -n "$(PY312)" || { echo "ArviZ 1.x needs Python >= 3.12, and none was found"; exit 1; }
+	$(PY312) -m venv $(ARVIZ1)
+	$(ARVIZ1)/bin/pip install -q 'arviz>=1' numpyro jax
+	touch $@
+
+test-arviz1: $(ARVIZ1)/.ready
+	$(ARVIZ1)/bin/python tests/arviz1_check.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(ARVIZ1) build *.egg-info

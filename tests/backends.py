@@ -97,6 +97,10 @@ class PyroHarness:
 
         return SimpleNamespace(step=step, svi=svi)
 
+    def enum_loss(self, model, *args, **kwargs):
+        """TraceEnum_ELBO's loss of a model with enumerated sites and no guide."""
+        return float(self.infer.TraceEnum_ELBO(max_plate_nesting=1).loss(model, lambda *a, **k: None, *args, **kwargs))
+
     def autoguide(self, kind, model):
         return getattr(self.autoguides, kind)(model)
 
@@ -215,6 +219,13 @@ class NumPyroHarness:
             return float(loss)
 
         return SimpleNamespace(step=step, svi=svi, box=box)
+
+    def enum_loss(self, model, *args, **kwargs):
+        """TraceEnum_ELBO's loss of a model with enumerated sites and no guide (needs funsor)."""
+        from numpyro.infer import TraceEnum_ELBO
+
+        elbo = TraceEnum_ELBO(max_plate_nesting=1)
+        return float(elbo.loss(self.jax.random.key(0), {}, model, lambda *a, **k: None, *args, **kwargs))
 
     def autoguide(self, kind, model):
         return getattr(self.autoguides, kind)(model)

@@ -305,6 +305,12 @@ def test_numpyro_mcmc_object_with_chains():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert az.loo(idata).n_data_points == 24
+        ref = az.from_numpyro(mcmc)
+    # a model without deterministic sites, test data = training data: ArviZ's own converter agrees
+    np.testing.assert_allclose(idata.log_likelihood["y"].values, ref.log_likelihood["y"].values, rtol=1e-5, atol=1e-5)
+    # MCMC run with the default extra_fields records divergences only
+    assert list(idata.sample_stats.data_vars) == ["diverging"] and idata.sample_stats["diverging"].shape == (2, 50)
+    np.testing.assert_array_equal(idata.sample_stats["diverging"].values, ref.sample_stats["diverging"].values)
 
 
 def test_numpyro_handler_guard():

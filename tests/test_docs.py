@@ -74,3 +74,5 @@ def test_readme_bnn_example_runs_as_printed():
     for name in ("erm", "m-probmix"):
         ll = idata[name].log_likelihood["y"]
         assert ll.shape == (1, 100, 20) and bool(np.isfinite(ll.values).all())
+        lpd = namespace["log_predictive_density"](idata[name])
+        assert lpd.per_row.shape == (20,) and np.isfinite(lpd.total)

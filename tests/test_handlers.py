@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import scipy.stats as st
 
+from backends import harness
+
 N = 6
 LAM = 0.3
 PERM = np.array([3, 0, 5, 1, 2, 4])
@@ -617,6 +619,33 @@ def test_unwrapped_guide_at_a_fused_latent_is_refused(backend):
         svi.step(B.array(X), B.array(Y))
 
 
+@pytest.mark.parametrize("jit", [False, True])
+def test_a_wrapped_guide_with_an_unwrapped_model_is_refused(backend, jit):
+    # the ELBO would compare a fused q(z|x) with an unfused p(z) and unmixed y
+    from pyro_mixup import MixupUsageError
+
+    B = backend
+    svi = B.svi(latent_model(B), B.probmix(latent_guide(B), alpha=0.7, at="z"), lr=0.01, jit=jit)
+    with pytest.raises(MixupUsageError, match="did not fuse it"):
+        for _ in range(3):  # seen when the guide is entered again (NumPyro: init, then the compiled update)
+            svi.step(B.array(X), B.array(Y))
+    both = B.svi(B.probmix(latent_model(B), alpha=0.7, at="z"), B.probmix(latent_guide(B), alpha=0.7, at="z"), jit=jit)
+    assert all(np.isfinite([both.step(B.array(X), B.array(Y)) for _ in range(3)]))
+
+
+def test_pyro_autoguide_at_a_latent_says_why():
+    # Pyro's AutoNormal draws the user's latent as a Delta of its own draw: not poolable
+    # (NumPyro's AutoNormal samples each latent from its own Normal)
+    from pyro_mixup import UnsupportedDistributionError
+
+    B = harness("pyro")
+    B.reset()
+    model = latent_model(B)
+    svi = B.svi(B.probmix(model, alpha=0.7, at="z"), B.probmix(B.autoguide("AutoNormal", model), alpha=0.7, at="z"))
+    with pytest.raises(UnsupportedDistributionError, match="autoguide.*write q\\(z\\|x\\) by hand"):
+        svi.step(B.array(X), B.array(Y))
+
+
 def test_separately_wrapped_guide_with_other_options_is_refused(backend):
     from pyro_mixup import MixupUsageError
 
@@ -703,6 +732,61 @@ def test_mcmc_with_fixed_draws_samples_the_pooled_posterior(backend):
     precision = np.eye(3) + xm.T @ xm / 0.25
     mean = np.linalg.solve(precision, xm.T @ ym / 0.25)
     np.testing.assert_allclose(samples["w"].mean(0), mean, atol=0.05)
+
+
+def test_mcmc_with_alpha_zero_is_plain_erm(backend):
+    # alpha=0: lam = 1 and each example paired with itself, no random draw: MCMC is well defined
+    B = backend
+    x, y = _data(16)
+    wrapped = B.probmix(regression_model(B), alpha=0.0)
+    assert B.log_density(wrapped, B.array(x), B.array(y)) == pytest.approx(
+        B.log_density(regression_model(B), B.array(x), B.array(y)), rel=1e-6)
+    samples = B.mcmc(wrapped, B.array(x), B.array(y), num_samples=200, warmup=100)
+    precision = np.eye(3) + x.T @ x / 0.25
+    np.testing.assert_allclose(samples["w"].mean(0), np.linalg.solve(precision, x.T @ y / 0.25), atol=0.1)
+
+
+def test_pairing_under_an_enumerated_local_latent_is_refused(backend):
+    # enumeration would give an example and its partner the same mixture component
+    from pyro_mixup import MixupUsageError
+
+    B = backend
+    locs, w = B.array([-2.0, 3.0]), B.array([0.3, 0.7])
+
+    def mixture(y, local=True):
+        k = B.sample("k", B.dist.Categorical(w), infer={"enumerate": "parallel"}) if not local else None
+        with B.plate("data", len(Y)):
+            if local:
+                k = B.sample("k", B.dist.Categorical(w), infer={"enumerate": "parallel"})
+            return B.sample("y", B.dist.Normal(locs[k], 1.0), obs=y)
+
+    y = B.array(Y)
+    with pytest.raises(MixupUsageError, match="enumerated local latent.*'k'"):
+        B.enum_loss(B.probmix(mixture, lam=LAM, perm=PERM), y)
+    # a global enumerated latent is shared by both members of every pair: pooled given it
+    pooled = B.enum_loss(B.probmix(mixture, lam=LAM, perm=PERM), y, local=False)
+    mixed, prec = LAM * Y + (1 - LAM) * Y[PERM], 1.0  # both members N(loc_k, 1): the pool is N(loc_k, 1)
+    by_k = [np.log(p) + np.sum(-0.5 * np.log(2 * np.pi) - 0.5 * prec * (mixed - m) ** 2)
+            for m, p in ((-2.0, 0.3), (3.0, 0.7))]
+    expected = -np.logaddexp(*by_k)
+    assert pooled == pytest.approx(expected, rel=1e-5)
+
+
+def test_condition_outside_the_handler_is_refused(backend):
+    # the handler would see y as a latent and leave it unpaired: quietly plain ERM
+    from pyro_mixup import MixupUsageError
+
+    B = backend
+
+    def model(x):
+        with B.plate("data", N):
+            return B.sample("y", B.dist.Normal(2 * x, 1.0))
+
+    outside = B.condition(B.probmix(model, lam=LAM, perm=PERM), data={"y": B.array(Y)})
+    with pytest.raises(MixupUsageError, match="observed by a handler outside probmix"):
+        B.log_density(outside, B.array(X1))
+    inside = B.probmix(B.condition(model, data={"y": B.array(Y)}), lam=LAM, perm=PERM)
+    assert np.isfinite(B.log_density(inside, B.array(X1)))
 
 
 # --- conditioning inside the wrapper ----------------------------------------------------------

@@ -27,7 +27,8 @@ def test_core_imports_neither_torch_nor_jax():
         "print(sorted(m.name for m in pkgutil.iter_modules(core.__path__)))"
     )
     modules = _run(code)
-    for name in ("backend", "draws", "families", "handler", "options", "pairing", "pooling", "targets"):
+    for name in ("backend", "draws", "families", "handler", "inference_data", "options", "pairing", "plain_model",
+                 "pooling", "targets"):
         assert repr(name) in modules
 
 
@@ -36,6 +37,7 @@ def test_numpyro_side_imports_without_torch():
         "import sys; sys.modules['torch'] = None; sys.modules['pyro'] = None\n"
         "import pyro_mixup.numpyro as pmn\n"
         "from pyro_mixup.numpyro import embed, mixable, handlers, probmix, mixup\n"
+        "import pyro_mixup.diagnostics, pyro_mixup.numpyro.diagnostics\n"
         "import numpyro.distributions as d\n"
         "p = pmn.log_linear_pool([d.Normal(125., 13.5), d.Normal(-125., 13.5)], [0.8, 0.2])\n"
         "assert abs(float(-p.log_prob(80.)) - 3.59) < 5e-3\n"
@@ -50,6 +52,7 @@ def test_pyro_side_imports_without_jax():
         "import torch, pyro_mixup\n"
         "from pyro_mixup.handlers import probmix, mixup\n"
         "from pyro_mixup import embed, mixable, log_linear_pool, pool_pairs, register\n"
+        "import pyro_mixup.diagnostics, pyro_mixup.pyro.diagnostics\n"
         "import pyro.distributions as d\n"
         "p = log_linear_pool([d.Normal(125., 13.5), d.Normal(-125., 13.5)], [0.8, 0.2])\n"
         "assert abs(float(-p.log_prob(torch.tensor(80.))) - 3.59) < 5e-3\n"

@@ -74,7 +74,11 @@ class Draws:
             opts = self.options
             if n < 2:
                 raise _size_error(n)
-            if opts.perm is not None:
+            if opts.alpha == 0.0 and opts.lam is None and opts.perm is None:
+                # alpha=0 puts all weight on each example (ERM): pairing each with itself
+                # is exact and draws nothing (so MCMC on it is well defined)
+                partner = Partner(n, shift=0)
+            elif opts.perm is not None:
                 length = tuple(opts.arrays.shape(opts.perm))[0]
                 if length != n:
                     raise ValueError(f"perm has length {length} but the batch has {n} examples")

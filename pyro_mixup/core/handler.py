@@ -50,18 +50,21 @@ def called_from(*module_prefixes: str) -> bool:
 class _DrawsRecord:
     """What a fused latent site leaves in its trace node: whose draws they were."""
 
-    __slots__ = ("draws", "options", "entry")
+    __slots__ = ("draws", "options", "entry", "name", "replayed_by_model")
 
-    def __init__(self, draws: Draws, options: MixOptions, entry: int):
+    def __init__(self, draws: Draws, options: MixOptions, entry: int, name: str):
         self.draws = draws
         self.options = options
         self.entry = entry
+        self.name = name
+        self.replayed_by_model = False
 
 
 class _Entry:
     """The state of one entry of a handler (fresh every time it is entered)."""
 
-    __slots__ = ("messenger", "draws", "seen_at", "seen_sites", "treated", "conditioned", "staged", "seen_any", "id")
+    __slots__ = ("messenger", "draws", "seen_at", "seen_sites", "treated", "conditioned", "staged", "seen_any", "id",
+                 "latent", "enumerated")
 
     def __init__(self, messenger, staged: bool):
         self.messenger = messenger
@@ -73,6 +76,8 @@ class _Entry:
         self.staged = staged
         self.seen_any = False
         self.id = next(_entry_ids)
+        self.latent = set()  # sites this handler saw unobserved (to catch a condition outside it)
+        self.enumerated = []  # enumerated latents inside plates, seen so far
 
 
 class MixingCore:
@@ -96,6 +101,8 @@ class MixingCore:
         self.backend = effects.backend
         self.source = effects.random_source(options)
         self._entry = None
+        # the record of a guide latent this handler fused under an ELBO, until a model replays it
+        self._fused_for_model = None
 
     # --- entry and exit ---------------------------------------------------------
     def enter(self, messenger) -> None:
@@ -104,6 +111,7 @@ class MixingCore:
                 f"this {self.kind} handler is already active: a handler cannot be nested in itself "
                 "(it would mix twice). Use one handler, or two separate ones on purpose."
             )
+        self._check_guide_was_replayed()
         self.source.begin()
         self._entry = _Entry(messenger, self.effects.staging())
 
@@ -163,11 +171,33 @@ class MixingCore:
             if self._treats(entry, msg, frames):
                 entry.treated += 1
                 self._score(msg, frames, pool=self.kind == "probmix" and self.options.at is None)
-        elif self.kind == "probmix" and name == self.options.at:
+            return
+        entry.latent.add(name)
+        if self.kind == "probmix" and name == self.options.at:
             if msg["infer"].get("enumerate"):
                 raise ValueError(f"at={name!r} names an enumerated discrete site; fuse at a continuous site")
             entry.seen_at = True
             self._fuse_latent(entry, msg)
+
+    def sample_done(self, msg) -> None:
+        """A sample site after every handler processed it (the adapter's postprocess):
+        what handlers outside this one did to it."""
+        entry = self._entry
+        name = msg["name"]
+        if name not in entry.latent or not self.effects.frames(msg):
+            return
+        if msg["is_observed"]:
+            if self.effects.carries_likelihood(msg):
+                # condition(...) around the wrapped model observes the site after this
+                # handler passed it as a latent: training would quietly be plain ERM.
+                raise MixupUsageError(
+                    f"site {name!r} was observed by a handler outside {self.kind} (condition(...) around "
+                    f"the wrapped model), so {self.kind} saw it as a latent and did not pair it: training "
+                    f"would be plain ERM. Condition inside the handler, {self.kind}(condition(model, data), "
+                    "...), or pass the data as obs= in the model."
+                )
+        elif self.effects.enumerated(msg):
+            entry.enumerated.append(name)
 
     def embed(self, msg) -> None:
         entry = self._begin_message()
@@ -202,6 +232,16 @@ class MixingCore:
         draws = self._draws()
         mixed = mix_values(self.backend, tensor, draws.lam(n, tensor), draws.partner(n), axis, 0.0)
         msg["args"] = (mixed,) + tuple(msg["args"][1:])
+
+    def _refuse_pairing_under_enumeration(self, name: str) -> None:
+        raise MixupUsageError(
+            f"{self.kind} would pair site {name!r} under the enumerated local latent(s) "
+            f"{self._entry.enumerated} (config_enumerate with TraceEnum_ELBO, or NumPyro's MCMC enumerating "
+            "discrete sites): enumeration gives an example and its partner the same value of that latent, "
+            "so the pair would be scored as if they shared it, and the pool of two mixtures has no closed "
+            "form. Sample the discrete latent in the guide instead of enumerating it (or enumerate only "
+            "global latents), or mix the inputs with mixup(at=...)."
+        )
 
     # --- which sites, which plate ---------------------------------------------------
     def _treats(self, entry: _Entry, msg, frames) -> bool:
@@ -241,7 +281,9 @@ class MixingCore:
                 return None
             raise ValueError(
                 f"site {name!r} is in no plate, so there are no examples to pair: put it inside "
-                f"`with {self.effects.plate_example}:` (or pass plate=, or dim= to embed/mixable)"
+                f"`with {self.effects.plate_example}:` (or pass plate=, or dim= to embed/mixable; "
+                "an observation that is not data, e.g. a soft constraint, is left alone when you name "
+                "the likelihoods with sites=[...])"
             )
         raise ValueError(
             f"site {name!r} is in several plates ({[f.name for f in frames]}); "
@@ -329,9 +371,41 @@ class MixingCore:
                     "the guide fused, so they differ from the guide's. Wrap the whole step instead: "
                     f"with {self.kind}(at={name!r}): svi.step(...)"
                 )
-        msg["fn"] = self._fuse(msg, msg["fn"], None)
+            record.replayed_by_model = True
+        elif self._fused_for_model is not None and self._fused_for_model.entry == entry.id:
+            # `with probmix(at=...)` around the step: the model runs after the guide in this
+            # entry (the replay is inside the handler, so it is not seen above)
+            self._fused_for_model.replayed_by_model = True
+        msg["fn"] = self._fuse_site(name, msg["fn"], msg)
         # Left in the trace node, so that a model replaying this value checks (and shares) the draw.
-        msg["infer"] = {**msg["infer"], DRAWS_KEY: _DrawsRecord(self._draws(), self.options, entry.id)}
+        record = _DrawsRecord(self._draws(), self.options, entry.id, name)
+        msg["infer"] = {**msg["infer"], DRAWS_KEY: record}
+        if replayed is None and self.effects.in_guide_of_elbo(entry.messenger):
+            self._fused_for_model = record
+
+    def _fuse_site(self, name, fn, msg):
+        try:
+            return self._fuse(msg, fn, None)
+        except UnsupportedDistributionError as error:
+            raise UnsupportedDistributionError(
+                f"at={name!r}: {error}. If {name!r} is drawn by an autoguide (Pyro's AutoNormal and "
+                "AutoDiagonalNormal draw each latent as a Delta of their own joint draw), it cannot be "
+                f"fused: write q({name}|x) by hand as a pooled family (e.g. a Normal), or fuse at an embed layer."
+            ) from None
+
+    def _check_guide_was_replayed(self) -> None:
+        """A guide whose latent was fused must be run by a model wrapped to fuse it too;
+        an unwrapped model scores the fused draw under its own unfused prior, unmixed."""
+        record, self._fused_for_model = self._fused_for_model, None
+        if record is not None and not record.replayed_by_model:
+            raise MixupUsageError(
+                f"{self.kind} fused the guide's latent {record.name!r}, but the model that ran with it "
+                f"did not fuse it (it is not wrapped by {self.kind}(..., at={record.name!r})), so the ELBO "
+                f"compared a fused q({record.name}|x) with an unfused model and unmixed data. Wrap the "
+                f"model too, SVI({self.kind}(model, at={record.name!r}), {self.kind}(guide, "
+                f"at={record.name!r}), ...), or the whole step: with {self.kind}(at={record.name!r}): "
+                "svi.step(...). To sample the trained guide, use it unwrapped."
+            )
 
     # --- scoring observed sites ------------------------------------------------------
     def _target_for(self, name: str, fn):
@@ -366,6 +440,8 @@ class MixingCore:
         dim, n = frame.dim, effects.size(frame.size)
         fn, mask = effects.split_mask(msg)
         family, target = self._target_for(msg["name"], fn)
+        if self._entry.enumerated and (pool or target == "expected" or (family is not None and family.classification)):
+            self._refuse_pairing_under_enumeration(msg["name"])
         draws = self._draws()
         partner, lam = draws.partner(n), draws.lam(n, msg["value"])
         if pool:

@@ -20,11 +20,16 @@ from typing import Any, List, Sequence, Tuple
 import numpy as np
 
 from .errors import UnsupportedDistributionError
-from .families import Family
+from .families import Family, masked_weighted_sum
 from .pairing import Partner
 
-#: Weights must lie in [-WEIGHT_TOL, 1 + WEIGHT_TOL] and sum to 1 within WEIGHT_TOL.
+#: Weights must lie in [-WEIGHT_TOL, 1 + WEIGHT_TOL] and sum to 1 within WEIGHT_TOL;
+#: they are then projected onto the simplex (clipped at 0, renormalised).
 WEIGHT_TOL = 1e-5
+
+#: Equal fixed parameters (total_count) may differ by this many units of the
+#: dtype's resolution (0.1 + 0.2 is 0.3 to the user).
+FIXED_PARAM_ULPS = 8
 
 
 def take_partner(backend, x, partner, axis: int):
@@ -128,9 +133,22 @@ def _broadcast_shapes(*shapes) -> Tuple[int, ...]:
 
 class _Combiner:
     """How arrays at one level are combined: a weighted sum over K inputs, or
-    a pair sum along one batch dim of a single input."""
+    a pair sum along one batch dim of a single input.
+
+    ``careful``: check parameters and results, drop weight-0 members exactly
+    (public calls); the handlers' hot path (``validate=False``) skips all that.
+    """
+
+    careful = True
 
     def combine(self, arrays, extra_dims: int):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def terms(self, arrays, rank: int):  # pragma: no cover - interface
+        """``[(weight, array), ...]``, one per member, weights shaped to broadcast."""
+        raise NotImplementedError
+
+    def member(self, k: int) -> str:  # pragma: no cover - interface
         raise NotImplementedError
 
     def combine_masks(self, masks, batch_shape):  # pragma: no cover - interface
@@ -168,25 +186,125 @@ def _pool_node(backend, nodes: List[Node], batch_shape, combiner: _Combiner):
 def _pool_leaf(backend, nodes: List[Node], batch_shape, combiner: _Combiner):
     family = nodes[0].family
     ops = backend.ops
-    naturals_per_input = []
-    for n in nodes:
-        params = []
-        for name, rank in zip(family.params, family.param_event_dims):
-            p = backend.param(n.dist, name)
-            shape = backend.shape(p)
-            event = shape[len(shape) - rank:] if rank else ()
-            params.append(backend.broadcast_to(p, tuple(batch_shape) + tuple(event)))
-        naturals_per_input.append(family.to_natural(ops, *params))
-    pooled = []
-    for i, rank in enumerate(family.natural_event_dims):
-        arrays = [nat[i] for nat in naturals_per_input]
-        pooled.append(combiner.combine(arrays, rank))
-    fixed = {}
+    raw = [[backend.param(n.dist, name) for name in family.params] for n in nodes]
+    if combiner.careful:
+        _check_event_sizes(backend, nodes, raw)
+        _check_finite_params(backend, nodes, raw, combiner)
+    params = [
+        [_broadcast_param(backend, p, batch_shape, rank) for p, rank in zip(member, family.param_event_dims)]
+        for member in raw
+    ]
+    if family.pool is not None:
+        by_param = zip(*params)
+        kwargs = family.pool(ops, *[combiner.terms(list(ps), rank) for ps, rank in zip(by_param, family.param_event_dims)])
+    else:
+        naturals_per_input = [family.to_natural(ops, *member) for member in params]
+        pooled = [
+            combiner.combine([nat[i] for nat in naturals_per_input], rank)
+            for i, rank in enumerate(family.natural_event_dims)
+        ]
+        kwargs = family.from_natural(ops, *pooled)
+    if combiner.careful:
+        for name in family.infinite_ok:
+            kwargs[name] = ops.clip_to_finite(kwargs[name])
+        _check_finite_result(backend, nodes, kwargs)
     for name in family.fixed:
         values = [backend.fixed_param(n.dist, name) for n in nodes]
         combiner.check_fixed(name, values, batch_shape)
-        fixed[name] = values[0]
-    return backend.construct(nodes[0].dist, family, {**family.from_natural(ops, *pooled), **fixed})
+        kwargs[name] = values[0]
+    try:
+        return backend.construct(nodes[0].dist, family, kwargs)
+    except ValueError as e:  # the library's own check of the pooled parameters
+        raise ValueError(
+            f"the pool of {_member_classes(nodes)} is not a valid {family.name}: {e} "
+            "Check the members' parameters (pool in float64 if they are extreme)."
+        ) from e
+
+
+def _broadcast_param(backend, p, batch_shape, rank):
+    shape = backend.shape(p)
+    event = shape[len(shape) - rank:] if rank else ()
+    return backend.broadcast_to(p, tuple(batch_shape) + tuple(event))
+
+
+def _member_classes(nodes) -> str:
+    names = sorted({type(n.dist).__name__ for n in nodes})
+    return " and ".join(names) + " members"
+
+
+def _check_event_sizes(backend, nodes, raw):
+    """Event dims (categories, dimensions) are never broadcast: a Categorical
+    over 1 class pooled with one over 4 is a mistake, not a pool."""
+    family = nodes[0].family
+    for i, (name, rank) in enumerate(zip(family.params, family.param_event_dims)):
+        if not rank:
+            continue
+        first = tuple(backend.shape(raw[0][i]))[-rank:]
+        for k, member in enumerate(raw[1:], start=1):
+            other = tuple(backend.shape(member[i]))[-rank:]
+            if other != first:
+                raise ValueError(
+                    f"log_linear_pool needs members of one event size; member 0 "
+                    f"({type(nodes[0].dist).__name__}) has {name} of event shape {first} and member {k} "
+                    f"({type(nodes[k].dist).__name__}) has {other}. Event dims are not broadcast: give "
+                    "every member the same number of categories or dimensions."
+                )
+
+
+def _check_event_shapes(dists):
+    first = tuple(dists[0].event_shape)
+    for k, d in enumerate(dists[1:], start=1):
+        if tuple(d.event_shape) != first:
+            raise ValueError(
+                f"log_linear_pool needs members of one event shape; member 0 ({type(dists[0]).__name__}) "
+                f"has event shape {first} and member {k} ({type(d).__name__}) has {tuple(d.event_shape)}. "
+                "Event dims are not broadcast: give every member the same event shape."
+            )
+
+
+def _check_finite_params(backend, nodes, raw, combiner):
+    """Refuse a NaN parameter, or an infinite one where no boundary allows it,
+    before it spreads into some pooled fields and not others (skipped for
+    traced values, which cannot be looked at)."""
+    family = nodes[0].family
+    for k, (node, member) in enumerate(zip(nodes, raw)):
+        for name, value in zip(family.params, member):
+            concrete = backend.to_numpy(value)
+            if concrete is None:
+                continue
+            concrete = np.asarray(concrete, dtype=np.float64)
+            bad = np.isnan(concrete) if name in family.infinite_ok else ~np.isfinite(concrete)
+            if np.any(bad):
+                what = "NaN" if np.isnan(concrete).any() else "inf"
+                raise ValueError(
+                    f"{combiner.member(k)} ({type(node.dist).__name__}) has {what} in its {name} "
+                    f"(at index {tuple(int(i) for i in np.argwhere(bad)[0])}); log-linear pooling needs "
+                    "finite parameters. Find where it came from (a log of 0, an overflow) and fix it there."
+                )
+
+
+def _check_finite_result(backend, nodes, kwargs):
+    for name, value in kwargs.items():
+        concrete = backend.to_numpy(value)
+        if concrete is not None and not np.all(np.isfinite(np.asarray(concrete, dtype=np.float64))):
+            raise ValueError(
+                f"pooling {_member_classes(nodes)} gave a non-finite {name}: the members' parameters "
+                f"overflow {backend.dtype_name(value)} when pooled, or their supports do not overlap (a "
+                "probability 0 in one member where another has 1). Pool in float64, or bring the "
+                "parameters into range."
+            )
+
+
+def _check_precision(backend, dists, like):
+    """Half precision cannot hold the pooled precisions and log-rates
+    (3 significant digits, overflow past 65504): refuse it rather than answer NaN."""
+    dtype = backend.dtype_name(like)
+    if dtype in ("float16", "bfloat16"):
+        raise ValueError(
+            f"log-linear pooling needs float32 or float64 parameters; {type(dists[0]).__name__} has "
+            f"{dtype}, too coarse for the pooled parameters. Cast the parameters to float32 "
+            "(torch: .float(); JAX: .astype(jnp.float32)) and pool that."
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -220,11 +338,23 @@ def _check_weights(backend, weights, k: int):
         )
 
 
+def _project_onto_simplex(backend, weights):
+    """Weights clipped at 0 and renormalised: inside the tolerance a weight of
+    -5e-6 is still negative, and on a member with concentration 1e6 it would
+    make the pooled Gamma's concentration -5."""
+    clipped = [backend.clip_at_zero(w) for w in weights]
+    total = sum(clipped[1:], clipped[0])
+    return [c / total for c in clipped]
+
+
 class _WeightedSum(_Combiner):
     def __init__(self, backend, weights, batch_ndim):
         self.backend = backend
         self.weights = weights
         self.batch_ndim = batch_ndim
+
+    def member(self, k):
+        return f"member {k}"
 
     def _weight(self, w, level_ndim, rank):
         # Weights broadcast against the top-level batch shape; pad them on the
@@ -233,13 +363,15 @@ class _WeightedSum(_Combiner):
         shape = self.backend.shape(w)
         return self.backend.reshape(w, tuple(shape) + (1,) * trailing) if trailing and shape else w
 
-    def combine(self, arrays, rank):
+    def terms(self, arrays, rank):
         level_ndim = len(self.backend.shape(arrays[0])) - rank
-        total = None
-        for w, a in zip(self.weights, arrays):
-            term = self._weight(w, level_ndim, rank) * a
-            total = term if total is None else total + term
-        return total
+        return [
+            (self.backend.as_array(self._weight(w, level_ndim, rank), like=a), a)
+            for w, a in zip(self.weights, arrays)
+        ]
+
+    def combine(self, arrays, rank):
+        return masked_weighted_sum(self.backend.ops, self.terms(arrays, rank))
 
     def combine_masks(self, masks, batch_shape):
         out = masks[0]
@@ -253,22 +385,39 @@ class _WeightedSum(_Combiner):
             other = self.backend.to_numpy(v)
             if ref is None or other is None:
                 continue
-            if not np.array_equal(np.broadcast_to(ref, np.broadcast_shapes(np.shape(ref), np.shape(other))),
-                                  np.broadcast_to(other, np.broadcast_shapes(np.shape(ref), np.shape(other)))):
+            if not _equal_within_rounding(ref, other):
                 raise ValueError(
                     f"log-linear pooling needs equal {name} across the pooled distributions "
                     f"(it is not pooled); got {ref} and {other}"
                 )
 
 
+def _equal_within_rounding(a, b) -> bool:
+    """Equal up to FIXED_PARAM_ULPS of the coarser dtype (integers: exactly)."""
+    a, b = np.asarray(a), np.asarray(b)
+    try:
+        a, b = np.broadcast_arrays(a, b)
+    except ValueError:
+        return False
+    floats = [x.dtype for x in (a, b) if np.issubdtype(x.dtype, np.floating)]
+    if not floats:
+        return bool(np.array_equal(a, b))
+    eps = max(np.finfo(dt).eps for dt in floats)
+    return bool(np.allclose(a, b, rtol=FIXED_PARAM_ULPS * eps, atol=0.0))
+
+
 def log_linear_pool(backend, dists, weights):
     dists = list(dists)
     weights = list(weights)
-    _check_weights(backend, weights, len(dists))
+    if len(dists) < 2:
+        _check_weights(backend, weights, len(dists))
     nodes = [decompose(backend, d) for d in dists]
     _same_structure(backend, nodes)
+    _check_event_shapes(dists)
     like = backend.first_param(nodes[0])
-    weights = [backend.as_weight(w, like) for w in weights]
+    _check_precision(backend, dists, like)
+    _check_weights(backend, weights, len(dists))
+    weights = _project_onto_simplex(backend, [backend.as_weight(w, like) for w in weights])
     batch_shape = _broadcast_shapes(
         *[tuple(d.batch_shape) for d in dists], *[backend.shape(w) for w in weights]
     )
@@ -282,18 +431,22 @@ def log_linear_pool(backend, dists, weights):
 class _PairSum(_Combiner):
     """``lam * a + (1 - lam) * a[partner]`` along one batch dim."""
 
-    def __init__(self, backend, lam, partner, dim, batch_ndim):
+    def __init__(self, backend, lam, partner, dim, batch_ndim, careful):
         self.backend = backend
         self.lam = lam
         self.partner = partner
         self.dim = dim  # negative, relative to the top-level batch shape
         self.batch_ndim = batch_ndim
+        self.careful = careful
+
+    def member(self, k):
+        return "the distribution"
 
     def _axis(self, level_ndim, rank):
         return self.dim - (level_ndim - self.batch_ndim) - rank
 
-    def combine(self, arrays, rank):
-        (a,) = arrays
+    def _pair(self, a, rank):
+        """``(lam, a, partner's a)``, ``lam`` shaped to broadcast against ``a``."""
         level_ndim = len(self.backend.shape(a)) - rank
         axis = self._axis(level_ndim, rank)
         other = take_partner(self.backend, a, self.partner, axis)
@@ -301,6 +454,18 @@ class _PairSum(_Combiner):
         if self.backend.shape(lam):
             # one weight per example along the pairing dim: (n,) -> (n, 1, ..., 1)
             lam = self.backend.reshape(lam, (-1,) + (1,) * (-axis - 1))
+        return lam, a, other
+
+    def terms(self, arrays, rank):
+        (a,) = arrays
+        lam, a, other = self._pair(a, rank)
+        lam = self.backend.as_array(lam, like=a)
+        return [(lam, a), (1 - lam, other)]
+
+    def combine(self, arrays, rank):
+        if self.careful:
+            return masked_weighted_sum(self.backend.ops, self.terms(arrays, rank))
+        lam, a, other = self._pair(arrays[0], rank)
         # lam * a + (1 - lam) * other as one fused op
         return self.backend.lerp(other, a, lam)
 
@@ -321,7 +486,7 @@ class _PairSum(_Combiner):
         partner = _partner_numpy(self.backend, self.partner)
         if partner is None:
             return
-        if full.shape[axis] != 1 and not np.array_equal(full, np.take(full, partner, axis=axis)):
+        if full.shape[axis] != 1 and not _equal_within_rounding(full, np.take(full, partner, axis=axis)):
             raise ValueError(
                 f"pool_pairs needs equal {name} within every pair (it is not pooled); "
                 f"pair elements with the same {name}, or use a family without it"
@@ -376,19 +541,22 @@ def pool_pairs(backend, d, lam, perm, dim: int = -1, *, validate: bool = True):
     if not validate and dim < 0:
         # The handlers' hot path: inputs already checked, dim a plate's (negative).
         family = backend.lookup(d)
-        if family is not None and not family.fixed:
+        if family is not None and family.pools_naturals:
             return _pair_leaf(backend, d, family, lam, perm, dim)
     batch_shape = tuple(d.batch_shape)
     dim = normalise_dim(dim, batch_shape)
     node = decompose(backend, d)
     n = batch_shape[dim]
     like = backend.first_param(node)
+    if validate:
+        _check_precision(backend, [d], like)
     lam = backend.as_weight(lam, like)
     if type(perm) is not Partner:
         perm = backend.as_index(perm)
     if validate:
         check_pairing(backend, lam, perm, n, permutation=False)
-    return _pool_node(backend, [node], batch_shape, _PairSum(backend, lam, perm, dim, len(batch_shape)))
+    combiner = _PairSum(backend, lam, perm, dim, len(batch_shape), careful=validate)
+    return _pool_node(backend, [node], batch_shape, combiner)
 
 
 def _pair_leaf(backend, d, family, lam, partner, dim):
@@ -407,6 +575,9 @@ def _pair_leaf(backend, d, family, lam, partner, dim):
     per_example = bool(backend.shape(lam))
     pooled = []
     for eta, rank in zip(family.to_natural(backend.ops, *params), family.natural_event_dims):
+        if family.infinite_ok:
+            # a masked class (logit -inf) stays impossible; 0 * -inf would make it NaN
+            eta = backend.ops.clip_to_finite(eta)
         axis = dim - rank
         weight = backend.reshape(lam, (-1,) + (1,) * (-axis - 1)) if per_example else lam
         pooled.append(backend.lerp(take_partner(backend, eta, partner, axis), eta, weight))

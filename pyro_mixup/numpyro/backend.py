@@ -29,7 +29,19 @@ ops = SimpleNamespace(
     atan2=jnp.arctan2,
     matvec=lambda m, v: jnp.einsum("...ij,...j->...i", m, v),
     cholesky=jnp.linalg.cholesky,
-    cho_solve=lambda tril, v: jsl.cho_solve((tril, True), v[..., None])[..., 0],
+    solve_tril=lambda tril, b: jsl.solve_triangular(tril, b, lower=True),
+    solve_triu=lambda triu, b: jsl.solve_triangular(triu, b, lower=False),
+    qr=jnp.linalg.qr,
+    concat=lambda xs, axis: jnp.concatenate(jnp.broadcast_arrays(*xs), axis),
+    diagonal_sign=lambda m: jnp.sign(jnp.diagonal(m, axis1=-2, axis2=-1)),
+    transpose=lambda m: jnp.swapaxes(m, -1, -2),
+    flip_matrix=lambda m: jnp.flip(m, (-2, -1)),
+    eye_like=lambda m: jnp.broadcast_to(jnp.eye(m.shape[-1], dtype=m.dtype), m.shape),
+    maximum=jnp.maximum,
+    isfinite=jnp.isfinite,
+    logical_and=jnp.logical_and,
+    # see the torch backend: a logit of probability 0 or 1 made finite
+    clip_to_finite=lambda x: jnp.clip(x, -jnp.finfo(x.dtype).max ** 0.5, jnp.finfo(x.dtype).max ** 0.5),
     # for the targets
     where=jnp.where,
     stack=jnp.stack,
@@ -96,17 +108,8 @@ def _negbin_probs_logits(d):
     return jnp.log(d.probs) - jnp.log1p(-d.probs)
 
 
-def _lowrank_precision(d):
-    # NumPyro's LowRankMultivariateNormal.precision_matrix fails for rank < dim
-    # (numpyro 0.22); invert the covariance through its Cholesky factor instead.
-    tril = jnp.linalg.cholesky(d.covariance_matrix)
-    eye = jnp.broadcast_to(jnp.eye(tril.shape[-1], dtype=tril.dtype), tril.shape)
-    return jsl.cho_solve((tril, True), eye)
-
-
 _PARAM_OVERRIDES = {
     (nd.NegativeBinomialProbs, "logits"): _negbin_probs_logits,
-    (nd.LowRankMultivariateNormal, "precision_matrix"): _lowrank_precision,
 }
 
 
@@ -169,6 +172,18 @@ class NumPyroBackend(PoolingBackend):
         return jnp.asarray(w, dtype=jnp.result_type(like))
 
     @staticmethod
+    def as_array(w, like):
+        return jnp.asarray(w, dtype=jnp.result_type(like))
+
+    @staticmethod
+    def clip_at_zero(w):
+        return jnp.maximum(w, 0)
+
+    @staticmethod
+    def dtype_name(x):
+        return str(jnp.result_type(x))
+
+    @staticmethod
     def as_index(index):
         return jnp.asarray(index)
 
@@ -214,7 +229,7 @@ def log_linear_pool(dists, weights):
     shared ones in :mod:`pyro_mixup.core.families`). Weight checks need concrete
     values: inside ``jax.jit`` they are skipped. Discrete families come back
     as their ``*Logits`` class; (LowRank)MultivariateNormal as a
-    MultivariateNormal with ``precision_matrix``.
+    MultivariateNormal with ``scale_tril``.
 
     Example::
 

@@ -116,6 +116,18 @@ class NumPyroEffects:
         return isinstance(jnp.zeros(()), jax.core.Tracer)
 
     @staticmethod
+    def enumerated(msg):
+        # numpyro.contrib.funsor's enum handler fills the value itself and marks it done
+        return msg["infer"].get("enumerate") == "parallel" and msg.get("done", False)
+
+    @staticmethod
+    def in_guide_of_elbo(messenger):
+        # SVI and its ELBOs trace the guide with no replay around it (the model replays the guide)
+        if any(isinstance(h, replay) for h in _PYRO_STACK):
+            return False
+        return called_from("numpyro.infer.svi", "numpyro.infer.elbo")
+
+    @staticmethod
     def is_real_support(support):
         while isinstance(support, nd.constraints.independent):
             support = support.base_constraint
@@ -146,6 +158,10 @@ class _MixingMessenger(Messenger):
             self.core.sample(msg)
         elif msg["type"] == self.at_type:
             getattr(self.core, self.at_type)(msg)
+
+    def postprocess_message(self, msg):
+        if msg["type"] == "sample":
+            self.core.sample_done(msg)
 
 
 class ProbMixMessenger(_MixingMessenger):

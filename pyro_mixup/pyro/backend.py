@@ -30,7 +30,20 @@ ops = SimpleNamespace(
     atan2=torch.atan2,
     matvec=lambda m, v: (m @ v.unsqueeze(-1)).squeeze(-1),
     cholesky=torch.linalg.cholesky,
-    cho_solve=lambda tril, v: torch.cholesky_solve(v.unsqueeze(-1), tril).squeeze(-1),
+    solve_tril=lambda tril, b: torch.linalg.solve_triangular(tril, b, upper=False),
+    solve_triu=lambda triu, b: torch.linalg.solve_triangular(triu, b, upper=True),
+    qr=torch.linalg.qr,
+    concat=lambda xs, axis: torch.cat(torch.broadcast_tensors(*xs), axis),
+    diagonal_sign=lambda m: torch.sign(torch.diagonal(m, dim1=-2, dim2=-1)),
+    transpose=lambda m: m.mT,
+    flip_matrix=lambda m: m.flip((-2, -1)),
+    eye_like=lambda m: torch.eye(m.shape[-1], dtype=m.dtype, device=m.device).expand(m.shape),
+    maximum=torch.maximum,
+    isfinite=torch.isfinite,
+    logical_and=torch.logical_and,
+    # a logit of probability 0 or 1 made finite: exp() of it is still exactly 0, and
+    # 0 * it is 0, not NaN; the square root of the largest float leaves room for counts
+    clip_to_finite=lambda x: x.clamp(-torch.finfo(x.dtype).max ** 0.5, torch.finfo(x.dtype).max ** 0.5),
     # for the targets
     where=torch.where,
     stack=torch.stack,
@@ -160,6 +173,20 @@ class TorchBackend(PoolingBackend):
         return torch.as_tensor(w, dtype=like.dtype, device=like.device)
 
     @staticmethod
+    def as_array(w, like):
+        if isinstance(w, torch.Tensor):
+            return w
+        return torch.as_tensor(w, dtype=like.dtype, device=like.device)
+
+    @staticmethod
+    def clip_at_zero(w):
+        return w.clamp_min(0) if isinstance(w, torch.Tensor) else max(w, 0.0)
+
+    @staticmethod
+    def dtype_name(x):
+        return str(x.dtype).replace("torch.", "") if isinstance(x, torch.Tensor) else "float64"
+
+    @staticmethod
     def as_index(index):
         if isinstance(index, torch.Tensor):
             return index
@@ -168,6 +195,8 @@ class TorchBackend(PoolingBackend):
     @staticmethod
     def to_numpy(x):
         if isinstance(x, torch.Tensor):
+            if x.dtype == torch.bfloat16:  # numpy has no bfloat16
+                x = x.float()
             return x.detach().cpu().numpy()
         return np.asarray(x)
 
@@ -224,7 +253,9 @@ def log_linear_pool(dists, weights):
 
     Discrete families are returned parameterised by ``logits`` (pooling happens
     in log space); MultivariateNormal (and LowRankMultivariateNormal) by
-    ``precision_matrix``.
+    ``scale_tril``. Weights are projected onto the simplex (clipped at 0,
+    renormalised); a NaN or infinite parameter, half precision and members of
+    different event sizes are refused (docs/pooling.md, "At the edges").
     """
     return pooling.log_linear_pool(BACKEND, dists, weights)
 

@@ -109,6 +109,17 @@ class PyroEffects:
         return called_from("pyro.infer.mcmc")
 
     @staticmethod
+    def enumerated(msg):
+        return msg["infer"].get("_enumerate_dim") is not None
+
+    @staticmethod
+    def in_guide_of_elbo(messenger):
+        # an ELBO traces the guide with no replay around it (the model replays the guide)
+        if any(isinstance(h, ReplayMessenger) for h in _PYRO_STACK):
+            return False
+        return called_from("pyro.infer.enum", "pyro.infer.elbo")
+
+    @staticmethod
     def is_real_support(support):
         while isinstance(support, torch.distributions.constraints.independent):
             support = support.base_constraint
@@ -149,7 +160,8 @@ class _MixingMessenger(Messenger):
             getattr(self.core, kind)(msg)
 
     def _postprocess_message(self, msg):
-        pass
+        if msg["type"] == "sample":
+            self.core.sample_done(msg)
 
 
 class ProbMixMessenger(_MixingMessenger):
