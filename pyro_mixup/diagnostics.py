@@ -178,6 +178,7 @@ def to_inference_data(
     dims: dict | None = None,
     rng_seed: int | None = 0,
     progress: bool = False,
+    same_rows: bool = False,
 ):
     """ArviZ object for ``model`` on ``(x_test, y_test)`` under a posterior.
 
@@ -198,6 +199,9 @@ def to_inference_data(
     :param coords, dims: override coordinates / dim names (``dims={site: [names]}``).
     :param rng_seed: seed for the guide draws, the embedding noise and the
         predictive draws (the global RNG state is left as it was); None: no seeding.
+    :param same_rows: ``x_test`` are the rows the samples were fitted on (LOO on the
+        training data): posterior draws of per-row latents are then carried over.
+        Otherwise samples of a latent in the observations' plate are refused.
     :returns: ``arviz.InferenceData`` (ArviZ 0.x) or ``xarray.DataTree`` (ArviZ 1.x)
         with groups posterior, posterior_predictive, log_likelihood, observed_data,
         and sample_stats from an MCMC object. Deterministic sites in ``posterior``
@@ -231,7 +235,7 @@ def to_inference_data(
         args, kwargs = _model_args(as_tensor(x_test), as_tensor(y_test), obs_kwarg, model_kwargs or {})
         if samples is not None:
             samples = {k: v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v)) for k, v in samples.items()}
-        runs = adapter.run_test_model(model, guide, samples, args, kwargs, num_samples, rng_seed, progress)
+        runs = adapter.run_test_model(model, guide, samples, args, kwargs, num_samples, rng_seed, progress, same_rows)
     else:
         import jax.numpy as jnp
 
@@ -240,7 +244,7 @@ def to_inference_data(
         args, kwargs = _model_args(x_test, y_test, obs_kwarg, model_kwargs or {})
         if samples is not None:
             samples = {k: jnp.asarray(v) for k, v in samples.items()}
-        runs = adapter.run_test_model(model, guide, params, samples, args, kwargs, num_samples, rng_seed)
+        runs = adapter.run_test_model(model, guide, params, samples, args, kwargs, num_samples, rng_seed, same_rows)
     if not runs.log_likelihood:
         raise ValueError("the model has no observed site when called with y_test: nothing to score")
     attrs = {

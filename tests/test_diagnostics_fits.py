@@ -317,7 +317,7 @@ def test_samples_with_an_unknown_site_or_a_missing_latent_are_refused():
 
 @pytest.mark.parametrize("side", ["pyro", "numpyro"])
 def test_a_local_latent_of_training_length_is_refused_on_other_rows(side):
-    """One z per training row cannot score other rows; a different length is refused loudly."""
+    """One z per training row cannot score other rows: refused, also when the sizes agree."""
     if side == "pyro":
         def model(x, y=None):
             with pyro.plate("data", len(x)):
@@ -332,8 +332,16 @@ def test_a_local_latent_of_training_length_is_refused_on_other_rows(side):
                 return numpyro.sample("y", nd.Normal(z * x, 1.0), obs=y)
 
         samples, x, y = {"z": jnp.zeros((3, N))}, jnp.asarray(X_TEST[:10]), jnp.asarray(Y_TEST[:10])
+    as_array = _t if side == "pyro" else jnp.asarray
+    x_same, y_same = as_array(X_TEST), as_array(Y_TEST)  # as many rows as z has values
+    with pytest.raises(ValueError, match=r"latent sites \['z'\] have one value per row"):
+        to_inference_data(model, samples, x_same, y_same)  # quietly row i of one set with row i of the other
+    # the training rows themselves (LOO): carried over, and scored as the model says
+    idata = to_inference_data(model, samples, x_same, y_same, same_rows=True)
+    expected = -0.5 * np.log(2 * np.pi) - 0.5 * np.asarray(Y_TEST) ** 2  # z = 0: y ~ N(0, 1)
+    np.testing.assert_allclose(np.asarray(idata.log_likelihood["y"])[0, 0], expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match=r"'z' have shape \(24,\) per draw .* shape \(10,\)"):
-        to_inference_data(model, samples, x, y)
+        to_inference_data(model, samples, x, y, same_rows=True)
 
 
 def test_pyro_local_latent_in_a_subsampled_plate_and_two_subsampled_plates_are_refused():
@@ -353,3 +361,37 @@ def test_pyro_local_latent_in_a_subsampled_plate_and_two_subsampled_plates_are_r
 
     with pytest.raises(ValueError, match=r"plates \['cols', 'rows'\] all subsample"):
         to_inference_data(crossed, {"w": torch.zeros(2)}, torch.ones(4, 3), torch.ones(4, 3))
+
+
+@pytest.mark.parametrize("side", ["pyro", "numpyro"])
+def test_a_guide_that_leaves_a_latent_to_its_prior_is_refused(side):
+    """A latent the guide does not draw would be drawn from its prior at every draw (an
+    enumerated discrete latent, typically): refused, not scored conditionally on noise."""
+    if side == "pyro":
+        def model(x, y=None):
+            w = pyro.sample("w", dist.Normal(0.0, 1.0))
+            s = pyro.sample("s", dist.HalfNormal(1.0))
+            with pyro.plate("data", len(x)):
+                return pyro.sample("y", dist.Normal(w * x, s), obs=y)
+
+        def guide(x, y=None):
+            pyro.sample("w", dist.Normal(pyro.param("w_loc", torch.tensor(1.0)), 0.1))
+
+        pyro.clear_param_store()
+        guide(_t(X_TEST))
+        kwargs = {}
+        x, y = _t(X_TEST), _t(Y_TEST)
+    else:
+        def model(x, y=None):
+            w = numpyro.sample("w", nd.Normal(0.0, 1.0))
+            s = numpyro.sample("s", nd.HalfNormal(1.0))
+            with numpyro.plate("data", x.shape[0]):
+                return numpyro.sample("y", nd.Normal(w * x, s), obs=y)
+
+        def guide(x, y=None):
+            numpyro.sample("w", nd.Normal(numpyro.param("w_loc", 1.0), 0.1))
+
+        kwargs = {"params": {"w_loc": jnp.array(1.0)}}
+        x, y = jnp.asarray(X_TEST), jnp.asarray(Y_TEST)
+    with pytest.raises(ValueError, match=r"guide draws no value for the latent sites \['s'\]"):
+        to_inference_data(model, guide, x, y, num_samples=5, **kwargs)

@@ -154,6 +154,31 @@ def test_alpha_zero_is_erm(backend):
         assert got == pytest.approx(plain, rel=1e-6)
 
 
+def test_impossible_values_stay_impossible_never_nan(backend):
+    # a rate 0 (log-rate -inf) and a masked class (logit -inf) on the handlers' own path:
+    # at lam = 1 exactly the plain model's value, otherwise finite (never 0 * -inf = NaN)
+    B = backend
+    rate = B.array([0.0, 2.0, 1.0])
+    counts = B.array([0.0, 1.0, 3.0])
+    logits = B.array([[0.0, 1.0, -np.inf], [0.5, 0.2, 0.0], [0.0, 0.0, 0.0]])
+    labels = B.array([1, 2, 0], dtype=np.int32)
+
+    def poisson(y):
+        with B.plate("data", 3):
+            B.sample("y", B.dist.Poisson(rate), obs=y)
+
+    def categorical(y):
+        with B.plate("data", 3):
+            # NumPyro validates logits by default and rejects -inf: a masked class is meant here
+            B.sample("y", B.dist.Categorical(logits=logits, validate_args=False), obs=y)
+
+    for model, y in ((poisson, counts), (categorical, labels)):
+        plain = B.log_density(model, y)
+        for options in (dict(alpha=0.0), dict(lam=1.0, perm=[1, 2, 0])):
+            assert B.log_density(B.probmix(model, **options), y) == pytest.approx(plain, rel=1e-5)
+        assert not np.isnan(B.log_density(B.probmix(model, lam=0.3, perm=[1, 2, 0]), y))
+
+
 def test_beta_jitter_is_gaussian_with_variance_beta(backend):
     B = backend
     n, beta = 4000, 0.25
@@ -633,6 +658,37 @@ def test_a_wrapped_guide_with_an_unwrapped_model_is_refused(backend, jit):
     assert all(np.isfinite([both.step(B.array(X), B.array(Y)) for _ in range(3)]))
 
 
+def test_a_failed_step_leaves_no_stale_guide_draw(backend):
+    # the model raising once after the guide fused z must not make the next step look unwrapped
+    B = backend
+    fail = {"once": True}
+    inner = latent_model(B)
+
+    def model(x, y=None):
+        if fail["once"]:
+            fail["once"] = False
+            raise RuntimeError("transient")
+        return inner(x, y)
+
+    svi = B.svi(B.probmix(model, alpha=0.7, at="z"), B.probmix(latent_guide(B), alpha=0.7, at="z"), jit=False)
+    with pytest.raises(RuntimeError, match="transient"):
+        svi.step(B.array(X), B.array(Y))
+    assert all(np.isfinite([svi.step(B.array(X), B.array(Y)) for _ in range(2)]))
+
+
+def test_a_wrapped_guide_under_traceenum_elbo_with_an_unwrapped_model_is_refused():
+    # TraceEnum_ELBO runs the guide inside poutine.queue (a replay): still seen as the guide
+    from pyro_mixup import MixupUsageError
+
+    B = harness("pyro")
+    B.reset()
+    svi = B.svi(latent_model(B), B.probmix(latent_guide(B), alpha=0.7, at="z"),
+                elbo=B.infer.TraceEnum_ELBO(max_plate_nesting=1))
+    with pytest.raises(MixupUsageError, match="did not fuse it"):
+        for _ in range(3):
+            svi.step(B.array(X), B.array(Y))
+
+
 def test_pyro_autoguide_at_a_latent_says_why():
     # Pyro's AutoNormal draws the user's latent as a Delta of its own draw: not poolable
     # (NumPyro's AutoNormal samples each latent from its own Normal)
@@ -787,6 +843,14 @@ def test_condition_outside_the_handler_is_refused(backend):
         B.log_density(outside, B.array(X1))
     inside = B.probmix(B.condition(model, data={"y": B.array(Y)}), lam=LAM, perm=PERM)
     assert np.isfinite(B.log_density(inside, B.array(X1)))
+
+
+def test_mcmc_on_a_model_with_a_local_latent_and_fixed_draws_runs(backend):
+    # Pyro's MCMC conditions the model on its latents (a condition outside the handler):
+    # that is inference, not a user's condition, and must not be refused
+    B = backend
+    samples = B.mcmc(B.probmix(latent_model(B), lam=LAM, perm=PERM), B.array(X), B.array(Y), num_samples=30, warmup=20)
+    assert samples["z"].shape == (30, N) and np.all(np.isfinite(samples["z"]))
 
 
 # --- conditioning inside the wrapper ----------------------------------------------------------

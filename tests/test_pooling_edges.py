@@ -313,6 +313,10 @@ def test_equal_fixed_parameters_are_compared_up_to_rounding(S):
         S.pool([a, S.negbin(S.a(0.3001), probs=S.a(0.4))], [0.5, 0.5])
     counts = S.a([0.3, 0.1 + 0.2, 4.0])
     S.pairs(S.negbin(counts, probs=S.a([0.5, 0.4, 0.3])), S.a(0.5), S.index([1, 0, 2]))
+    # whole counts compare exactly: in float32, 8 ulps of 2e6 would span a whole count
+    big, bigger = S.negbin(S.a(2_000_000.0), probs=S.a(0.5)), S.negbin(S.a(2_000_001.0), probs=S.a(0.5))
+    with pytest.raises(ValueError, match="equal total_count"):
+        S.pool([big, bigger], [0.5, 0.5])
 
 
 # --- messages name the user's class ------------------------------------------------------------

@@ -62,6 +62,10 @@ class Family:
         refused; these are kept, and the pooled ones are clipped to the
         dtype's finite range (``ops.clip_to_finite``) so that every library's
         ``log_prob`` gives 0 * logit = 0 where it should, not NaN.
+    :param infinite_naturals: a natural parameter may be -inf at a valid
+        boundary (a logit of probability 0, the log of a Poisson rate 0): the
+        pooling clips them to the finite range before weighting, everywhere
+        (the handlers' hot path too), since 0 * -inf is NaN.
     """
 
     name: str
@@ -75,6 +79,7 @@ class Family:
     label_kind: str | None = None
     pool: Callable[..., Dict[str, Array]] | None = None
     infinite_ok: Tuple[str, ...] = ()
+    infinite_naturals: bool = False
 
     @property
     def classification(self) -> bool:
@@ -276,7 +281,7 @@ MULTIVARIATE_NORMAL = Family(
     None,
     pool=_mvn_pool,  # the pool is parameterised by its scale_tril
 )
-_LOGITS = dict(convex_support=False, infinite_ok=("logits",))  # logits of probabilities 0 and 1
+_LOGITS = dict(convex_support=False, infinite_ok=("logits",), infinite_naturals=True)  # logits of probabilities 0 and 1
 BERNOULLI = _identity_family("Bernoulli", ("logits",), label_kind="bernoulli", **_LOGITS)
 CATEGORICAL = _identity_family("Categorical", ("logits",), (1,), label_kind="categorical", **_LOGITS)
 ONE_HOT_CATEGORICAL = _identity_family("OneHotCategorical", ("logits",), (1,), label_kind="one_hot", **_LOGITS)
@@ -291,6 +296,7 @@ POISSON = Family(
     (0,),
     _poisson_from_natural,
     convex_support=False,
+    infinite_naturals=True,  # log of a rate 0
 )
 GEOMETRIC = Family("Geometric", ("logits",), (0,), None, (), None, pool=_log_magnitude_pool(1.0), **_LOGITS)
 NEGATIVE_BINOMIAL = Family(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+from typing import Tuple
 
 from . import pooling
 from .draws import Draws
@@ -44,6 +45,31 @@ def called_from(*module_prefixes: str) -> bool:
         if frame.f_globals.get("__name__", "").startswith(module_prefixes):
             return True
         frame = frame.f_back
+    return False
+
+
+def runs_as_guide(messenger, module_prefixes: Tuple[str, ...]) -> bool:
+    """Whether an inference routine of these modules (an ELBO, SVI, Predictive) is
+    running the function that ``messenger`` wraps as its guide: its ``guide``
+    (or ``self.guide``) is that function, possibly under other wrappers."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith(module_prefixes):
+            local = frame.f_locals
+            for guide in (local.get("guide"), getattr(local.get("self"), "guide", None)):
+                if _wrapped_by(guide, messenger):
+                    return True
+        frame = frame.f_back
+    return False
+
+
+def _wrapped_by(fn, messenger, depth: int = 8) -> bool:
+    for _ in range(depth):
+        if fn is None:
+            return False
+        if fn is messenger or getattr(fn, "mixup_handler", None) is messenger:
+            return True
+        fn = getattr(fn, "__wrapped__", None) or getattr(fn, "fn", None)
     return False
 
 
@@ -115,9 +141,24 @@ class MixingCore:
         self.source.begin()
         self._entry = _Entry(messenger, self.effects.staging())
 
+    def entered(self) -> None:
+        """After the messenger is on the stack: a model about to replay a guide's fused
+        ``at`` latent takes it over now, so that a step failing later (an error in the
+        model) is not taken next time for a model that never fused it."""
+        if self.options.at is not None:
+            infer = self.effects.replayed_infer(self._entry.messenger, self.options.at)
+            record = None if infer is None else infer.get(DRAWS_KEY)
+            if record is not None:
+                record.replayed_by_model = True
+
     def exit(self, failed: bool, functional: bool) -> None:
         entry, self._entry = self._entry, None
         if failed or entry is None:
+            # a guide run cut short (an error, or Pyro's sequential enumeration restarting
+            # it) hands no draw to a model
+            pending = self._fused_for_model
+            if pending is not None and entry is not None and pending.entry == entry.id:
+                self._fused_for_model = None
             return
         opts = self.options
         if not functional and not entry.seen_any:
@@ -187,7 +228,8 @@ class MixingCore:
         if name not in entry.latent or not self.effects.frames(msg):
             return
         if msg["is_observed"]:
-            if self.effects.carries_likelihood(msg):
+            # Pyro's MCMC and Predictive observe latents this way themselves
+            if self.effects.carries_likelihood(msg) and not self.effects.inference_conditions():
                 # condition(...) around the wrapped model observes the site after this
                 # handler passed it as a latent: training would quietly be plain ERM.
                 raise MixupUsageError(
@@ -380,7 +422,7 @@ class MixingCore:
         # Left in the trace node, so that a model replaying this value checks (and shares) the draw.
         record = _DrawsRecord(self._draws(), self.options, entry.id, name)
         msg["infer"] = {**msg["infer"], DRAWS_KEY: record}
-        if replayed is None and self.effects.in_guide_of_elbo(entry.messenger):
+        if replayed is None and self.effects.runs_as_guide(entry.messenger):
             self._fused_for_model = record
 
     def _fuse_site(self, name, fn, msg):

@@ -119,6 +119,36 @@ def latent_draws(samples: dict, sites: ModelSites) -> dict:
     return {k: samples[k] for k in sites.latent}
 
 
+def refuse_row_latents(sites: ModelSites, plates_of: dict, same_rows: bool) -> None:
+    """Posterior draws of a latent in the plate of the observations (one value per
+    training row, e.g. a per-row scale) belong to the training rows: carried to test
+    rows of the same number they would pair row i of one set with row i of the other,
+    quietly. Refused unless the rows are the training rows (``same_rows=True``)."""
+    if same_rows:
+        return
+    row_plates = {p for name in sites.observed for p in plates_of[name]}
+    local = [name for name in sites.latent if set(plates_of[name]) & row_plates]
+    if local:
+        raise ValueError(
+            f"the latent sites {local} have one value per row (they sit in the plate(s) "
+            f"{sorted(row_plates)} of the observations): their posterior draws belong to the rows the "
+            "posterior was fitted on, not to x_test. Score the training rows with same_rows=True (LOO), "
+            "or make them global latents"
+        )
+
+
+def refuse_uncovered_latents(sites: ModelSites, drawn) -> None:
+    """A guide that draws no value for a latent leaves it to its prior at every draw."""
+    missing = [name for name in sites.latent if name not in drawn]
+    if missing:
+        raise ValueError(
+            f"the guide draws no value for the latent sites {missing}: they would be drawn from their priors "
+            "at every posterior draw, and the log-likelihood would be conditional on those. Cover them in the "
+            "guide; a discrete latent that TraceEnum_ELBO marginalised in training is not marginalised here: "
+            "marginalise it in the model, or pass posterior samples of it (infer_discrete)"
+        )
+
+
 def fit_latent_shapes(draws: dict, test_shapes: dict) -> dict:
     """``draws`` with each site's draw shaped as the site is in the test-time model.
 

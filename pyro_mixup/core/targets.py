@@ -87,7 +87,9 @@ def paired_log_prob(backend, base, value, lam, partner, dim: int, mask=None):
     if mask is not None:
         lp_self = _zero_where_not(backend, mask, lp_self)
         lp_partner = _zero_where_not(backend, take_partner(backend, mask, partner, dim), lp_partner)
-    return backend.lerp(lp_partner, lp_self, along(backend, lam, dim))
+    # an impossible value (log p = -inf) of a member with weight 0 must not make 0 * -inf = NaN
+    clip = backend.ops.clip_to_finite
+    return backend.lerp(clip(lp_partner), clip(lp_self), along(backend, lam, dim))
 
 
 def soft_label_log_prob(backend, base, value, lam, partner, dim: int, beta: float, kind: str, mask=None):

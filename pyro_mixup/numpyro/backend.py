@@ -28,14 +28,12 @@ ops = SimpleNamespace(
     sin=jnp.sin,
     atan2=jnp.arctan2,
     matvec=lambda m, v: jnp.einsum("...ij,...j->...i", m, v),
-    cholesky=jnp.linalg.cholesky,
     solve_tril=lambda tril, b: jsl.solve_triangular(tril, b, lower=True),
     solve_triu=lambda triu, b: jsl.solve_triangular(triu, b, lower=False),
     qr=jnp.linalg.qr,
     concat=lambda xs, axis: jnp.concatenate(jnp.broadcast_arrays(*xs), axis),
     diagonal_sign=lambda m: jnp.sign(jnp.diagonal(m, axis1=-2, axis2=-1)),
     transpose=lambda m: jnp.swapaxes(m, -1, -2),
-    flip_matrix=lambda m: jnp.flip(m, (-2, -1)),
     eye_like=lambda m: jnp.broadcast_to(jnp.eye(m.shape[-1], dtype=m.dtype), m.shape),
     maximum=jnp.maximum,
     isfinite=jnp.isfinite,
@@ -171,9 +169,7 @@ class NumPyroBackend(PoolingBackend):
     def as_weight(w, like):
         return jnp.asarray(w, dtype=jnp.result_type(like))
 
-    @staticmethod
-    def as_array(w, like):
-        return jnp.asarray(w, dtype=jnp.result_type(like))
+    as_array = as_weight  # a weight as an array of the parameters' dtype: the same here
 
     @staticmethod
     def clip_at_zero(w):

@@ -24,7 +24,16 @@ from __future__ import annotations
 import numpy as np
 from numpyro.primitives import Messenger
 
-from ..core.inference_data import ModelSites, SiteLayout, TestRuns, fit_latent_shapes, flatten_chains, latent_draws
+from ..core.inference_data import (
+    ModelSites,
+    SiteLayout,
+    TestRuns,
+    fit_latent_shapes,
+    flatten_chains,
+    latent_draws,
+    refuse_row_latents,
+    refuse_uncovered_latents,
+)
 from ..core.plain_model import refuse_active_handlers
 
 __all__ = ["full_plates", "model_sites", "run_test_model", "mcmc_draws", "mcmc_sample_stats", "SAMPLE_STATS_NAMES"]
@@ -88,7 +97,7 @@ def model_sites(trace) -> ModelSites:
     return ModelSites(latent, deterministic, observed)
 
 
-def run_test_model(model, guide, params, samples, args, kwargs, num_samples=100, rng_seed=0) -> TestRuns:
+def run_test_model(model, guide, params, samples, args, kwargs, num_samples=100, rng_seed=0, same_rows=False) -> TestRuns:
     """Run ``model(*args, **kwargs)`` once per posterior draw and collect NumPy arrays.
 
     :param guide, params: a NumPyro guide and its fitted parameters, drawn
@@ -110,11 +119,14 @@ def run_test_model(model, guide, params, samples, args, kwargs, num_samples=100,
     if not sites.latent:
         raise ValueError("the model has no latent sites when run on the test data: there is no posterior to draw from")
     if samples is None:
+        guide_trace = handlers.trace(handlers.substitute(handlers.seed(full_plates(guide), k_post), data=params))
+        refuse_uncovered_latents(sites, guide_trace.get_trace(*args, **kwargs))
         predictive = Predictive(model, guide=full_plates(guide), params=params, num_samples=num_samples,
                                 return_sites=list(sites.latent))
         samples = {k: v for k, v in predictive(k_post, *args, **kwargs).items() if k in sites.latent}
     else:
         samples = latent_draws(samples, sites)
+        refuse_row_latents(sites, {n: [f.name for f in proto[n]["cond_indep_stack"]] for n in proto}, same_rows)
     samples = fit_latent_shapes(samples, {k: np.shape(proto[k]["value"]) for k in sites.latent})
     num_draws = next(iter(samples.values())).shape[0]
 

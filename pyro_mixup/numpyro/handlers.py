@@ -24,7 +24,7 @@ from numpyro.handlers import condition, replay
 from numpyro.primitives import _PYRO_STACK, CondIndepStackFrame, Messenger
 
 from ..core.docs import dress
-from ..core.handler import PARTICLE_PLATES, MixingCore, called_from
+from ..core.handler import PARTICLE_PLATES, MixingCore, called_from, runs_as_guide
 from ..core.options import MixOptions
 from ..core.pairing import PartnerTable
 from .backend import BACKEND
@@ -121,11 +121,12 @@ class NumPyroEffects:
         return msg["infer"].get("enumerate") == "parallel" and msg.get("done", False)
 
     @staticmethod
-    def in_guide_of_elbo(messenger):
-        # SVI and its ELBOs trace the guide with no replay around it (the model replays the guide)
-        if any(isinstance(h, replay) for h in _PYRO_STACK):
-            return False
-        return called_from("numpyro.infer.svi", "numpyro.infer.elbo")
+    def runs_as_guide(messenger):
+        return runs_as_guide(messenger, ("numpyro.infer",))
+
+    @staticmethod
+    def inference_conditions():
+        return False  # NumPyro's MCMC and Predictive substitute latents, they do not observe them
 
     @staticmethod
     def is_real_support(support):
@@ -147,6 +148,7 @@ class _MixingMessenger(Messenger):
     def __enter__(self):
         self.core.enter(self)
         super().__enter__()
+        self.core.entered()
         return self
 
     def __exit__(self, exc_type, exc_value, traceback):

@@ -25,7 +25,17 @@ import contextlib
 
 import numpy as np
 
-from ..core.inference_data import ModelSites, SiteLayout, TestRuns, fit_latent_shapes, flatten_chains, latent_draws
+from ..core.handler import PARTICLE_PLATES
+from ..core.inference_data import (
+    ModelSites,
+    SiteLayout,
+    TestRuns,
+    fit_latent_shapes,
+    flatten_chains,
+    latent_draws,
+    refuse_row_latents,
+    refuse_uncovered_latents,
+)
 from ..core.plain_model import LEAK_MESSAGE, HandlerLeakError, refuse_active_handlers
 
 __all__ = ["model_sites", "run_test_model", "mcmc_draws", "mcmc_sample_stats"]
@@ -54,7 +64,7 @@ def _plates(site):
     return tuple(
         (f.name, f.dim)
         for f in site["cond_indep_stack"]
-        if f.dim is not None and f.name not in ("num_particles_vectorized", "_num_particles_vectorized")
+        if f.dim is not None and f.name not in PARTICLE_PLATES
     )
 
 
@@ -171,7 +181,8 @@ def _score_all_rows(model, draw, args, kwargs, sites, subsampled):
     return out, layouts
 
 
-def run_test_model(model, guide, samples, args, kwargs, num_samples=100, rng_seed=0, progress=False) -> TestRuns:
+def run_test_model(model, guide, samples, args, kwargs, num_samples=100, rng_seed=0, progress=False,
+                   same_rows=False) -> TestRuns:
     """Run ``model(*args, **kwargs)`` once per posterior draw and collect NumPy arrays.
 
     :param guide: a Pyro guide (parameters in the param store), drawn ``num_samples``
@@ -200,6 +211,9 @@ def run_test_model(model, guide, samples, args, kwargs, num_samples=100, rng_see
                 "diagnostics (subsample_size=None)"
             )
         if samples is not None:
+            plates_of = {n: [f.name for f in site["cond_indep_stack"]] for n, site in proto.nodes.items()
+                         if site["type"] == "sample"}
+            refuse_row_latents(sites, plates_of, same_rows)
             samples = fit_latent_shapes(latent_draws(samples, sites),
                                         {k: tuple(proto.nodes[k]["value"].shape) for k in sites.latent})
             num_draws = next(iter(samples.values())).shape[0]
@@ -218,6 +232,8 @@ def run_test_model(model, guide, samples, args, kwargs, num_samples=100, rng_see
             else:
                 gtr = prune_subsample_sites(poutine.trace(guide).get_trace(*args, **kwargs))
                 draw = {n: site["value"] for n, site in gtr.nodes.items() if n in sites.latent}
+                if s == 0:
+                    refuse_uncovered_latents(sites, draw)
             out, layouts = _score_all_rows(model, draw, args, kwargs, sites, subsampled)
             for group, by_site in collected.items():
                 for name, value in out[group].items():

@@ -25,7 +25,7 @@ from pyro.poutine.replay_messenger import ReplayMessenger
 from pyro.poutine.runtime import _PYRO_STACK
 
 from ..core.docs import dress
-from ..core.handler import PARTICLE_PLATES, MixingCore, called_from
+from ..core.handler import PARTICLE_PLATES, MixingCore, called_from, runs_as_guide
 from ..core.options import MixOptions
 from . import random as torch_random
 from .backend import BACKEND
@@ -113,11 +113,13 @@ class PyroEffects:
         return msg["infer"].get("_enumerate_dim") is not None
 
     @staticmethod
-    def in_guide_of_elbo(messenger):
-        # an ELBO traces the guide with no replay around it (the model replays the guide)
-        if any(isinstance(h, ReplayMessenger) for h in _PYRO_STACK):
-            return False
-        return called_from("pyro.infer.enum", "pyro.infer.elbo")
+    def runs_as_guide(messenger):
+        return runs_as_guide(messenger, ("pyro.infer",))
+
+    @staticmethod
+    def inference_conditions():
+        # MCMC's potential and Predictive condition the model on posterior draws of its latents
+        return called_from("pyro.infer.mcmc", "pyro.infer.predictive", "pyro.infer.importance", "pyro.infer.discrete")
 
     @staticmethod
     def is_real_support(support):
@@ -143,7 +145,9 @@ class _MixingMessenger(Messenger):
 
     def __enter__(self):
         self.core.enter(self)
-        return super().__enter__()
+        out = super().__enter__()
+        self.core.entered()
+        return out
 
     def __exit__(self, exc_type, exc_value, traceback):
         out = super().__exit__(exc_type, exc_value, traceback)
