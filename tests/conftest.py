@@ -4,11 +4,13 @@ import sys
 import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# XLA compiles dominate the JAX tests, and several tests (CLI runs in subprocesses,
-# resumed runs) compile the same programs again: JAX's persistent cache shares them.
-# Keyed by the program and the jax version, so a stale entry cannot be reused wrongly.
+# XLA compiles dominate the JAX tests, and several tests (resumed runs, the same model
+# fitted per split) compile the same programs again: JAX's persistent cache shares them,
+# within a run and across runs on one machine (the user's cache dir, not the clone).
+# Keyed by the program, the jax version and the flags: a stale entry cannot be reused wrongly.
 os.environ.setdefault(
-    "JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(os.path.dirname(__file__)), ".pytest_cache", "jax")
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "pyro-mixup", "jax-tests"),
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
