@@ -31,7 +31,7 @@ demo: install-demo
 	$(BIN)/pyro-mixup demo
 
 test: install-test
-	$(BIN)/python -m pytest -n 2 -q pyro_mixup tests
+	$(BIN)/python -m pytest -n 2 --dist worksteal -q pyro_mixup tests
 
 # ArviZ 1.x (xarray DataTree) needs Python >= 3.12: its own small venv (NumPyro side only;
 # ArviZ 1.x has no Pyro converter) checks to_inference_data there. .ci/run runs it beside
