@@ -30,9 +30,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pyro_mixup import diagnostics
-from pyro_mixup.bnn import models_numpyro as M
-from pyro_mixup.bnn.data import default_data_dir, load_split, n_splits
-from pyro_mixup.bnn.cli import _parse_methods, _parse_splits, _release_compiled
+import jax
+
+from pyro_mixup.experiments import data as D
+from pyro_mixup.experiments.bnn import BNN_METHODS
+from pyro_mixup.experiments.bnn import models_numpyro as M
+from pyro_mixup.experiments.methods import parse_methods
 
 VALIDATION_FRACTION = 0.2
 
@@ -67,7 +70,7 @@ def score(method, inner, splits, kl_weight, lr, args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", default=default_data_dir())
+    p.add_argument("--data-dir", default=D.default_data_dir())
     p.add_argument("--dataset", default="yacht")
     p.add_argument("--methods", default="erm,m-probmix")
     p.add_argument("--splits", default="0-4")
@@ -82,20 +85,21 @@ def main(argv=None):
     args = p.parse_args(argv)
     args.hidden_sizes = tuple(int(h) for h in str(args.hidden).split(",") if h.strip())
     grid = [tuple(float(v) for v in item.split(":")) for item in args.grid.split(",") if item.strip()]
-    methods = _parse_methods(args.methods)
+    methods = parse_methods(args.methods, list(BNN_METHODS))
     records = []
     t_start = time.time()
     jobs = [(d.strip(), m, g) for d in args.dataset.split(",") if d.strip() for m in methods for g in grid]
     for dataset, method, (kl_weight, lr) in tqdm(jobs, desc="settings"):
-        splits = _parse_splits(args.splits, n_splits(args.data_dir, dataset))
-        inner = [inner_split(load_split(args.data_dir, dataset, k)) for k in splits]
+        ds = D.load_dataset(f"{args.data_dir}/{dataset}", dataset)
+        splits = D.parse_splits(args.splits, ds.n_splits)
+        inner = [inner_split(D.raw_split(ds, k)) for k in splits]
         t0 = time.time()
         rec = {"dataset": dataset, "method": method, "kl_weight": kl_weight, "lr": lr, "splits": splits,
                **score(method, inner, splits, kl_weight, lr, args), "seconds": round(time.time() - t0, 1)}
         records.append(rec)
         tqdm.write(f"{dataset:>18} {method:>9} kl_weight {kl_weight:<5g} lr {lr:<6g} val NLL {rec['val_nll']:8.3f}"
                    f"  RMSE {rec['val_rmse']:8.3f}  cov90 {rec['val_cov90']:.3f}")
-        _release_compiled()  # every setting compiles its own functions
+        jax.clear_caches()  # every setting compiles its own functions: keep LLVM's memory bounded
     best = {}
     for r in records:
         key = (r["dataset"], r["method"])

@@ -12,7 +12,7 @@ import sys
 
 #: Modules that add subcommands (``add_parser(subparsers)``); a module that
 #: is not there yet is skipped, so the command works as features land.
-COMMAND_MODULES = ("pyro_mixup.bench.cli", "pyro_mixup.bnn.cli")
+COMMAND_MODULES = ("pyro_mixup.experiments.cli", "pyro_mixup.experiments.bnn.cli")
 
 
 def _pooling_demo(args) -> int:

@@ -25,3 +25,9 @@ def backend(request):
     B = harness(request.param)
     B.reset()
     return B
+
+# The tests' networks are tiny: one torch thread is faster than two, and leaves the
+# other core to the second pytest-xdist worker.
+import torch  # noqa: E402
+
+torch.set_num_threads(1)

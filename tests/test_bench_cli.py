@@ -1,6 +1,7 @@
-"""``pyro-mixup demo`` / ``bench``: end to end on tiny budgets, and every method trains.
+"""``pyro-mixup bench uci`` end to end, and the NumPyro trainer it runs.
 
-Real Pyro and NumPyro (no mocks); small data and few epochs keep this fast.
+Real NumPyro SVI and Pyro (no mocks); small data and few epochs keep this fast.
+The toy commands are tested in ``tests/test_toy.py``.
 """
 
 import json
@@ -9,8 +10,8 @@ import os
 import numpy as np
 import pytest
 
-from pyro_mixup.bench import data as D
-from pyro_mixup.bench.methods import METHOD_NAMES, METHODS, parse_methods
+from pyro_mixup.experiments import data as D
+from pyro_mixup.experiments.methods import METHOD_NAMES, METHODS, parse_methods
 from pyro_mixup.cli import main
 
 
@@ -38,20 +39,20 @@ def test_the_ten_methods():
 
 
 @pytest.mark.parametrize("backend, methods", [("pyro", "erm,mix,lock-m-mix,m-probmix,cmixup-probmix"),
-                                               ("numpyro", "erm,lock-m-probmix")])
+                                               ("numpyro", "erm,probmix,lock-m-probmix")])
 def test_uci_end_to_end_and_resumable(tmp_path, capsys, backend, methods):
     data_dir = tiny_uci(str(tmp_path / "uci"))
     out = str(tmp_path / "out")
     argv = ["bench", "uci", "--data-dir", data_dir, "--splits", "0-1", "--epochs", "4", "--backend", backend,
-            "--methods", methods, "--alphas", "0.5", "--out", out, "--quiet"]
+            "--methods", methods, "--alphas", "0.5", "--batch-size", "8", "--out", out, "--quiet"]
     assert main(argv) == 0
     recs = json.load(open(os.path.join(out, "uci.json")))
     names = methods.split(",")
     assert len(recs) == 2 * len(names)
     assert {(r["method"], r["split"]) for r in recs} == {(m, k) for m in names for k in (0, 1)}
     for r in recs:
-        assert r["dataset"] == "tinyset" and r["backend"] == backend
-        for key in ("test_nll", "test_rmse", "best_epoch", "seconds", "alpha"):
+        assert r["dataset"] == "tinyset" and r["backend"] == backend and r["batch_size"] == 8
+        for key in ("test_nll", "test_rmse", "coverage_90", "best_epoch", "seconds", "alpha", "learned"):
             assert key in r
         assert np.isfinite(r["test_nll"]) and r["test_rmse"] > 0 and 1 <= r["best_epoch"] <= 4
     md = open(os.path.join(out, "uci.md")).read()
@@ -77,59 +78,70 @@ def test_uci_missing_data_dir_is_a_clear_error(tmp_path, capsys):
     assert "lacks index_features.txt" in capsys.readouterr().err
 
 
-def test_demo_tiny(tmp_path, capsys):
-    out = str(tmp_path / "demo")
-    assert main(["demo", "--runs", "2", "--epochs", "5", "--methods", "erm,m-probmix", "--out", out, "--quiet"]) == 0
-    text = capsys.readouterr().out
-    assert "OOD NLL" in text and "| m-probmix |" in text
-    res = json.load(open(os.path.join(out, "toy_regression.json")))
-    assert len(res["records"]) == 4
-    assert all(np.isfinite(r["ood_nll"]) and r["ood_mse"] > 0 for r in res["records"])
-    assert os.path.getsize(os.path.join(out, "toy_regression.png")) > 1000
+def _split(n=96, d=2, seed=0, index=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n + 32, d)).astype(np.float32)
+    y = (np.sin(x[:, 0]) + 0.5 * x[:, 1] + 0.1 * rng.normal(size=n + 32)).astype(np.float32)
+    y = (y - y[:n].mean()) / y[:n].std()
+    return D.Split("toy", index, x[:n], y[:n], x[n:n + 16], y[n:n + 16], x[n + 16:], y[n + 16:],
+                   np.zeros(d), np.ones(d), 0.0, 1.0)
 
 
-def test_toy_classification_tiny(tmp_path, capsys):
-    out = str(tmp_path / "rings")
-    assert main(["bench", "toy-classification", "--runs", "1", "--epochs", "5", "--methods", "erm,probmix,mix",
-                 "--out", out, "--quiet"]) == 0
-    res = json.load(open(os.path.join(out, "toy_classification.json")))
-    assert [r["method"] for r in res["records"]] == ["erm", "probmix", "mix"]
-    assert all(0 <= r["accuracy"] <= 1 and r["nll"] > 0 for r in res["records"])
-    assert os.path.getsize(os.path.join(out, "toy_classification.png")) > 1000
+@pytest.mark.parametrize("methods", [("erm",), ("lock-mix", "mix"), ("m-probmix", "lock-m-probmix"),
+                                     ("probmix", "lock-probmix", "cmixup-probmix")])
+def test_every_method_lowers_its_training_loss_numpyro(methods):
+    # one compiled trainer per graph: members of a graph (random and table pairings) train side by side
+    from pyro_mixup.experiments import train_numpyro as T
+
+    splits = [_split(index=0), _split(seed=1, index=1)]
+    cfg = T.TrainConfig(epochs=60, lr=0.01, batch_size=16)
+    out = T.run_members(splits, methods, [0.5], cfg, seed=0, hidden=(16, 8))
+    assert len(out) == len(methods) * 2
+    for (m, alpha, k), r in out.items():
+        assert alpha == (0.5 if METHODS[m].mixes else 0.0)
+        assert np.isfinite(r["test_nll"]) and r["test_rmse"] > 0 and 0 <= r["coverage_90"] <= 1
+        assert r["train_loss_last"] < r["train_loss_first"] - 0.2, (m, k, r)
+        assert r["learned"] and r["steps"] == 60 * (96 // 16)
 
 
-def _toy(n=64):
-    rng = np.random.default_rng(1)
-    x = rng.uniform(-1, 1, size=(n, 2))
-    y = np.sin(3 * x[:, 0]) + x[:, 1] ** 2 + 0.1 * rng.normal(size=n)
-    return x, (y - y.mean()) / y.std()
+def test_members_trained_together_equal_members_trained_alone():
+    # grouping (methods of one graph, alphas, splits) must not change any member's result,
+    # or a resumed run would differ from a fresh one
+    from pyro_mixup.experiments import train_numpyro as T
+
+    splits = [_split(index=0), _split(seed=1, index=3)]
+    cfg = T.TrainConfig(epochs=15, lr=0.01, batch_size=16)
+    together = T.run_members(splits, ["probmix", "lock-probmix"], [0.2, 1.0], cfg, seed=5, hidden=(8,))
+    alone = T.run_members(splits[1:], ["probmix"], [1.0], cfg, seed=5, hidden=(8,))
+    a, b = together[("probmix", 1.0, 3)], alone[("probmix", 1.0, 3)]
+    assert a["test_nll"] == pytest.approx(b["test_nll"], rel=1e-5)
+    assert a["best_epoch"] == b["best_epoch"]
+    assert together[("probmix", 0.2, 3)]["test_nll"] != a["test_nll"]  # alpha does reach the draws
 
 
-@pytest.mark.parametrize("method", METHOD_NAMES)
-def test_every_method_lowers_its_training_loss_pyro(method):
-    from pyro_mixup.bench.train_pyro import fit
+def test_trainer_refuses_an_odd_minibatch():
+    from pyro_mixup.experiments import train_numpyro as T
 
-    x, y = _toy()
-    _, losses = fit(method, x, y, hidden=(32, 16), epochs=150, lr=0.01, alpha=0.5, seed=0)
-    assert np.all(np.isfinite(losses))
-    assert losses[-20:].mean() < losses[:5].mean() - 0.2
+    with pytest.raises(ValueError, match="even"):
+        T.TrainConfig(batch_size=15).batch_plan(48)
+    assert T.TrainConfig(batch_size=0).batch_plan(48) == (48, 1)
 
 
-@pytest.mark.parametrize("method, mode", [("erm", None), ("lock-mix", None), ("m-probmix", None),
-                                          ("cmixup-probmix", None), ("lock-m-probmix", "engine")])
-def test_methods_lower_their_training_loss_numpyro(method, mode):
-    # one method per code path of the JAX trainer (each costs a compilation):
-    # no handler, mixup with a table, the embedding layer, probmix with a weighted table;
-    # and the fallback that builds the losses from pool_pairs when the handlers are missing
-    from pyro_mixup.bench import train_numpyro as T
+def test_full_batch_trains_with_table_and_random_partners():
+    from pyro_mixup.experiments import train_numpyro as T
 
-    x, y = _toy(48)
-    xv, yv = _toy(16)
-    split = D.Split("toy", 0, x.astype(np.float32), y.astype(np.float32), xv.astype(np.float32),
-                    yv.astype(np.float32), xv.astype(np.float32), yv.astype(np.float32),
-                    np.zeros(2), np.ones(2), 0.0, 1.0)
-    cfg = T.Config(epochs=120, lr=0.01, hidden=(16, 8))
-    (r,) = T.run_splits([split], method, 0.5, 0.0, cfg, seed=0, mode=mode)
-    assert r["mode"] == (mode or ("handlers" if T.handlers_available() else "engine"))
-    assert np.isfinite(r["train_loss_last"]) and np.isfinite(r["test_nll"])
-    assert r["train_loss_last"] < r["train_loss_first"] - 0.2
+    cfg = T.TrainConfig(epochs=40, lr=0.01, batch_size=0)
+    out = T.run_members([_split()], ["mix", "lock-mix"], [0.5], cfg, seed=0, hidden=(16,))
+    for r in out.values():
+        assert r["steps"] == 40 and r["train_loss_last"] < r["train_loss_first"] - 0.1
+
+
+def test_uci_flags_a_network_that_did_not_train(tmp_path, capsys):
+    # lr so small the network stays where it started: no better than a constant prediction
+    data_dir = tiny_uci(str(tmp_path / "uci"))
+    rc = main(["bench", "uci", "--data-dir", data_dir, "--splits", "0", "--epochs", "3", "--methods", "erm",
+               "--lr", "1e-9", "--batch-size", "8", "--out", str(tmp_path / "o"), "--quiet"])
+    assert rc == 1
+    assert "did not train" in capsys.readouterr().out
+    summary = json.load(open(tmp_path / "o" / "uci_summary.json"))
+    assert summary["untrained"] == [{"dataset": "tinyset", "method": "erm", "alpha": 0.0, "split": 0}]

@@ -1,4 +1,4 @@
-"""The UCI loader of ``pyro_mixup.bench.data``: layout, indices, splits,
+"""The UCI loader of ``pyro_mixup.experiments.data``: layout, indices, splits,
 standardisation, NLL in original units, and clear errors."""
 
 import math
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_mixup.bench import data as D
+from pyro_mixup.experiments import data as D
 
 
 def tiny(folder, n=30, n_splits=2, seed=0):
@@ -79,15 +79,21 @@ def test_constant_feature_is_kept_finite(tmp_path):
     assert np.all(np.isfinite(s.x_fit)) and np.all(s.x_fit[:, 0] == 0)
 
 
-def test_nll_in_original_units_by_hand():
+def test_scores_in_original_units_by_hand():
     # standardised prediction N(0.5, 0.25^2) with y_mean 1, y_std 2 is N(2, 0.5^2) in original units
-    nll = D.gaussian_nll([0.5], [0.25], [3.0], y_mean=1.0, y_std=2.0)
+    from pyro_mixup.experiments.metrics import gaussian_scores
+
+    y_std_units = (3.0 - 1.0) / 2.0
+    s = gaussian_scores([0.5], [0.25], [y_std_units], y_scale=2.0)
     by_hand = 0.5 * math.log(2 * math.pi) + math.log(0.5) + 0.5 * ((3.0 - 2.0) / 0.5) ** 2
-    assert nll == pytest.approx(by_hand, rel=1e-9)
+    assert s["test_nll"] == pytest.approx(by_hand, rel=1e-9)
     mu, sg, y = np.array([0.1, -1.0, 2.0]), np.array([0.3, 1.5, 0.2]), np.array([40.0, -3.0, 61.0])
     ref = -torch.distributions.Normal(torch.tensor(mu * 25 + 10), torch.tensor(sg * 25)).log_prob(torch.tensor(y)).mean()
-    assert D.gaussian_nll(mu, sg, y, 10.0, 25.0) == pytest.approx(float(ref), rel=1e-9)
-    assert D.rmse([0.0, 1.0], [10.0, 40.0], 10.0, 25.0) == pytest.approx(math.sqrt((0 + 5**2) / 2))  # predictions 10 and 35
+    s = gaussian_scores(mu, sg, (y - 10.0) / 25.0, y_scale=25.0)
+    assert s["test_nll"] == pytest.approx(float(ref), rel=1e-9)
+    # predictions 10 and 35 against 10 and 40
+    assert gaussian_scores([0.0, 1.0], [1.0, 1.0], [0.0, 1.2], y_scale=25.0)["test_rmse"] == pytest.approx(
+        math.sqrt((0 + 5**2) / 2))
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):

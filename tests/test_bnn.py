@@ -15,10 +15,11 @@ import torch
 from scipy import stats
 
 from pyro_mixup import diagnostics
-from pyro_mixup.bnn import METHODS
-from pyro_mixup.bnn import models_pyro as MP
-from pyro_mixup.bnn.cli import _parse_splits
-from pyro_mixup.bnn.data import load_split, n_splits, standardisation
+from pyro_mixup.bnn.data import load_split, n_splits  # the former module names (shims) keep working
+from pyro_mixup.experiments.bnn import BNN_METHODS
+from pyro_mixup.experiments.bnn import models_pyro as MP
+from pyro_mixup.experiments.bnn.cli import _parse_splits
+from pyro_mixup.experiments.data import standardisation
 
 import arviz  # noqa: F401  (the test extra installs it)
 
@@ -27,7 +28,11 @@ import arviz  # noqa: F401  (the test extra installs it)
 def _fresh():
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
+    # tiny networks: one torch thread is several times faster than two on a busy 2-core machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
+    torch.set_num_threads(threads)
 
 
 def _toy(n=48, d=2, seed=0):
@@ -138,7 +143,7 @@ def test_embedding_noise_is_marginalised_per_draw():
     np.testing.assert_allclose(np.std(ll, axis=0), 0.0, atol=1e-6)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", BNN_METHODS)
 def test_every_method_trains_and_reduces_the_loss(method):
     x, y = _toy(64)
     model = MP.make_model(method, x, y, hidden=(16,))
@@ -169,7 +174,7 @@ def test_vectorised_splits_equal_one_fit_per_split():
     same parameters as fit on each split's raw data with the same seed, runs
     exactly ``epochs`` steps (uneven chunks on both sides), and its losses are
     fit's shifted by log(y_scale) / kl_weight."""
-    from pyro_mixup.bnn import models_numpyro as MN
+    from pyro_mixup.experiments.bnn import models_numpyro as MN
 
     method, kl = "m-probmix", 0.1  # the embedding model under a handler: the most moving parts
     splits = [_toy(40, 3, seed=s) for s in range(2)]
@@ -217,6 +222,7 @@ def test_wrap_names_the_right_sites():
     xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
     plain = MP.make_model("erm", x, y, hidden=(4,))
     emb = MP.make_model("m-probmix", x, y, hidden=(4,))
+    assert emb.embedding and not plain.embedding  # what methods.wrap checks for M-ProbMix
     for method, model in [("probmix", plain), ("m-probmix", emb), ("mix", plain), ("m-mix", plain)]:
         tr = poutine.trace(MP.wrap(model, method, alpha=0.5)).get_trace(xt, yt)  # at= must name a site
         assert tr.nodes["y"]["is_observed"]
@@ -224,6 +230,25 @@ def test_wrap_names_the_right_sites():
         MP.wrap(plain, "m-probmix")
     with pytest.raises(ValueError, match="method"):
         MP.wrap(plain, "cutmix")
+    with pytest.raises(ValueError, match="method"):  # a registry method the BNN does not train (a partner table)
+        MP.make_model("lock-probmix", x, y)
+
+
+def test_the_methods_and_former_module_names():
+    import pyro_mixup.bnn as old
+    from pyro_mixup.bnn import models_numpyro, models_pyro
+    from pyro_mixup.experiments.bnn import cli
+    from pyro_mixup.experiments.bnn import models_numpyro as MN
+    from pyro_mixup.experiments.methods import METHODS
+
+    assert BNN_METHODS == ("erm", "mix", "m-mix", "probmix", "m-probmix") == old.METHODS
+    assert [m for m in BNN_METHODS if METHODS[m].embedding] == ["m-probmix"]
+    # the old import paths give the moved objects
+    assert models_pyro.BNNRegressor is MP.BNNRegressor and models_pyro.fit is MP.fit
+    assert models_numpyro.fit_splits is MN.fit_splits and models_numpyro.BNNRegressor is MN.BNNRegressor
+    assert cli._parse_methods("all") == list(BNN_METHODS)
+    with pytest.raises(SystemExit, match="unknown method"):
+        cli._parse_methods("erm,lock-mix")
 
 
 # --- the command ---------------------------------------------------------------------
@@ -240,7 +265,7 @@ def _run_cli(argv):
 def test_cli_end_to_end_pyro(tmp_path):
     write_uci(tmp_path / "uci", n=40, d=3, splits=3)
     out = tmp_path / "out"
-    methods = list(METHODS)
+    methods = list(BNN_METHODS)
     rc = _run_cli(["bnn", "--data-dir", str(tmp_path / "uci"), "--dataset", "tiny", "--splits", "0,2",
                    "--methods", ",".join(methods), "--epochs", "30", "--num-samples", "30",
                    "--hidden", "8", "--out", str(out), "--quiet"])
@@ -265,7 +290,7 @@ def test_cli_end_to_end_pyro(tmp_path):
     assert "az.compare" in report and "Pareto k" in report and "failed" not in report
     assert "| probmix |" in report.split("## `az.compare`")[1]  # a compare row per method
     # --summarise aggregates the JSON files without training
-    from pyro_mixup.bnn.cli import summary_table
+    from pyro_mixup.experiments.bnn.cli import summary_table
 
     table = summary_table(out, ["tiny"], ["erm", "probmix"])
     row = [r for r in table.splitlines() if r.startswith("| tiny |")][0]
@@ -310,7 +335,7 @@ def test_cli_rejects_unknown_methods(tmp_path):
 def test_summary_table_uses_the_same_splits_for_every_number(tmp_path):
     """Hand-written results: m-probmix misses split 3, so every number of the row is
     over splits 0-2 (not ERM over 0-3); medians are medians; a NaN mean is never 'best'."""
-    from pyro_mixup.bnn.cli import summary_table
+    from pyro_mixup.experiments.bnn.cli import summary_table
 
     d = tmp_path / "toy"
     d.mkdir()

@@ -64,6 +64,20 @@ def _normal_params():
 # --- ProbMix at the likelihood, checked by hand ------------------------------------
 
 
+@pytest.mark.parametrize("shift", [1, 3])
+def test_a_cyclic_perm_takes_the_roll_path_and_equals_the_hand_pool(backend, shift):
+    # a fixed perm that is a cyclic shift is applied as a roll (no gather); same numbers
+    B = backend
+    perm = np.roll(np.arange(N), -shift)  # partner of i is i + shift
+    tr = B.trace(B.probmix(normal_model(B), lam=LAM, perm=perm), B.array(X1), B.array(Y))
+    m, s = _pool_normal(*_normal_params(), LAM, perm)
+    y_mix = LAM * Y + (1 - LAM) * Y[perm]
+    np.testing.assert_allclose(B.np(tr["y"].value), y_mix, rtol=1e-6)
+    np.testing.assert_allclose(B.np(tr["y"].log_prob), st.norm(m, s).logpdf(y_mix), rtol=1e-5, atol=1e-6)
+
+
+
+
 def test_normal_mixed_target_equals_hand_pool(backend):
     B = backend
     tr = B.trace(B.probmix(normal_model(B), lam=LAM, perm=PERM), B.array(X1), B.array(Y))

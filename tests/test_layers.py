@@ -183,3 +183,26 @@ def test_draws_are_made_once_per_size_and_checked():
 def test_partner_tables_are_validated_on_construction(candidates, probs, pattern):
     with pytest.raises(ValueError, match=pattern):
         PartnerTable(np.asarray(candidates), None if probs is None else np.asarray(probs))
+
+
+def test_the_library_never_imports_the_experiments():
+    # the experiments use the library like any user; nothing below them may depend on them
+    # (pyro_mixup/bnn only re-exports the BNN for the old import paths; cli.py registers commands)
+    import re
+    from pathlib import Path
+
+    import pyro_mixup
+
+    root = Path(pyro_mixup.__file__).parent
+    pattern = re.compile(r"^\s*(from|import)\s+(pyro_mixup\.experiments|\.+experiments)", re.M)
+    offenders = [str(f.relative_to(root)) for f in root.rglob("*.py")
+                 if f.relative_to(root).parts[0] not in ("experiments", "bnn", "cli.py") and pattern.search(f.read_text())]
+    assert offenders == []
+
+
+def test_a_fixed_perm_that_is_a_cyclic_shift_is_applied_as_a_roll():
+    n = 6
+    assert MixOptions(perm=np.roll(np.arange(n), 3), arrays=NumpyArrays).perm_shift == 3
+    assert MixOptions(perm=(np.arange(n) + 1) % n, arrays=NumpyArrays).perm_shift == 1
+    assert MixOptions(perm=np.array([1, 0, 3, 2, 5, 4]), arrays=NumpyArrays).perm_shift is None
+    assert "perm_shift" not in MixOptions.__init__.__code__.co_varnames  # not an option a user passes

@@ -1,23 +1,11 @@
-"""Bayesian neural networks with probabilistic mixup, for Pyro and NumPyro.
+"""The former home of the BNN experiments, now :mod:`pyro_mixup.experiments.bnn`; these names stay for existing code.
 
-- :mod:`pyro_mixup.bnn.models_pyro`: :class:`~pyro_mixup.bnn.models_pyro.BNNRegressor`
-  (a ``PyroModule`` with ``PyroSample`` priors) and :func:`~pyro_mixup.bnn.models_pyro.fit`;
-- :mod:`pyro_mixup.bnn.models_numpyro`: the same model and trainer for NumPyro;
-- :mod:`pyro_mixup.bnn.cli`: the ``pyro-mixup bnn`` command (UCI benchmark with
-  ArviZ output).
+- :mod:`pyro_mixup.bnn.models_pyro`, :mod:`pyro_mixup.bnn.models_numpyro`: the BNN for Pyro and NumPyro;
+- :mod:`pyro_mixup.bnn.data`: UCI splits (:func:`~pyro_mixup.bnn.data.load_split`).
 
-Methods (``method=`` of ``fit``): ``erm`` (plain model), ``probmix``
-(``probmix(model)``), ``m-probmix`` (``probmix(model, at="z")`` on the
-``embed=True`` model), ``mix`` (``mixup(model, at="x")``), ``m-mix``
-(``mixup(model, at="h")``, the first hidden layer).
+The ``pyro-mixup bnn`` command lives in :mod:`pyro_mixup.experiments.bnn.cli`.
 """
 
-METHODS = ("erm", "probmix", "m-probmix", "mix", "m-mix")
+from ..experiments.bnn import BNN_METHODS, METHODS, uses_embed
 
-
-def uses_embed(method: str) -> bool:
-    """Whether ``method`` trains the stochastic-embedding variant of the model."""
-    return method == "m-probmix"
-
-
-__all__ = ["METHODS", "uses_embed"]
+__all__ = ["BNN_METHODS", "METHODS", "uses_embed"]

@@ -82,7 +82,10 @@ class Draws:
                 length = tuple(opts.arrays.shape(opts.perm))[0]
                 if length != n:
                     raise ValueError(f"perm has length {length} but the batch has {n} examples")
-                partner = Partner(n, index=opts.perm)
+                if opts.perm_shift is not None:
+                    partner = Partner(n, shift=opts.perm_shift)
+                else:
+                    partner = Partner(n, index=opts.perm)
             elif isinstance(opts.pairing, PartnerTable):
                 if opts.pairing.size != n:
                     raise ValueError(

@@ -96,6 +96,9 @@ class MixOptions:
     pairing: Any = "permutation"
     rng_key: Any = None
     arrays: Any = field(default=None, compare=False, repr=False)
+    #: ``perm`` as a cyclic shift when it is one (found on a concrete ``perm``):
+    #: a partner by shift is a roll, far cheaper than a gather and its scatter-add gradient.
+    perm_shift: Optional[int] = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self):
         put = object.__setattr__.__get__(self)
@@ -150,10 +153,14 @@ class MixOptions:
         if len(shape) != 1:
             raise ValueError(f"perm must be a 1-D permutation of the batch; got shape {shape}")
         concrete = self.arrays.to_numpy(perm)
-        if concrete is not None and not np.array_equal(np.sort(concrete), np.arange(shape[0])):
-            raise ValueError(
-                f"perm must be a permutation of 0..{shape[0] - 1} (each index once); got {concrete.tolist()[:20]}"
-            )
+        if concrete is not None:
+            if not np.array_equal(np.sort(concrete), np.arange(shape[0])):
+                raise ValueError(
+                    f"perm must be a permutation of 0..{shape[0] - 1} (each index once); got {concrete.tolist()[:20]}"
+                )
+            steps = (np.asarray(concrete) - np.arange(shape[0])) % max(shape[0], 1)
+            if steps.size and np.all(steps == steps[0]):
+                object.__setattr__(self, "perm_shift", int(steps[0]))
         return perm
 
     def same_draws(self, other: "MixOptions") -> bool:
@@ -177,14 +184,14 @@ class MixOptions:
 
 
 #: The option names, in signature order.
-OPTION_NAMES = tuple(f.name for f in fields(MixOptions) if f.name != "arrays")
+OPTION_NAMES = tuple(f.name for f in fields(MixOptions) if f.name != "arrays" and f.init)
 
 
 def handler_signature(*, required_at: bool, with_rng_key: bool) -> inspect.Signature:
     """The signature ``(fn=None, *, alpha=1.0, ...)`` of a functional handler."""
     params = [inspect.Parameter("fn", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)]
     for f in fields(MixOptions):
-        if f.name == "arrays" or (f.name == "rng_key" and not with_rng_key):
+        if f.name == "arrays" or not f.init or (f.name == "rng_key" and not with_rng_key):
             continue
         default = inspect.Parameter.empty if (f.name == "at" and required_at) else f.default
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default))

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from typing import Iterable, List, Optional, Sequence
 
 import numpy as np
@@ -32,17 +29,6 @@ PAPER_BEST = {
     "wine-quality-red": (1.12, "LocK M-ProbMix*"),
     "yacht": (0.26, "LocK M-ProbMix"),
 }
-
-
-def write_json(path: str, obj) -> None:
-    """Atomic write (a crash never leaves half a file behind)."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def mean_std(values: Sequence[float]) -> str:

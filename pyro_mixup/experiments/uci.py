@@ -1,16 +1,17 @@
 """``pyro-mixup bench uci``: the paper's UCI protocol (METHOD.md section 4).
 
-For every dataset, method and alpha of the grid: train on every requested
-split (heteroscedastic Gaussian MLP 128-32, Adam lr 0.005, best-validation
-epoch kept), append one record per split to ``OUT/uci.json``; then choose,
-per dataset and method, the alpha with the lowest mean validation NLL over the
-splits, and write ``OUT/uci.md`` with the test NLL and RMSE of that choice.
-Re-running skips the records already in ``uci.json``.
+For every dataset and method: train on every requested split and every alpha
+of the grid (heteroscedastic Gaussian MLP 128-32, Adam lr 0.005 after a
+global-norm clip, minibatches of 64, best-validation weights kept), append one
+record per (split, alpha) to ``OUT/uci.json``; then choose, per dataset and
+method, the alpha with the lowest mean validation NLL over the splits, and
+write ``OUT/uci.md`` with the test NLL and RMSE of that choice. Re-running
+skips the records already in ``uci.json``. A run whose network ends no better
+on validation than a constant prediction is reported and fails the command.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -20,33 +21,26 @@ from typing import Dict, List
 import numpy as np
 
 from . import data as D
-from .methods import METHODS, PROBMIX_FAMILY
-from .report import PAPER_BEST, PAPER_TABLE1, markdown_table, mean_std, write_json
+from .methods import METHODS, PROBMIX_FAMILY, parse_methods
+from .report import PAPER_BEST, PAPER_TABLE1, markdown_table, mean_std
+from .results import RecordStore, write_json
 
-#: The paper's grid (its toy experiments) plus 0.2; docs/results.md used it on the four small sets.
+#: The paper's grid (its toy experiments) plus 0.2.
 DEFAULT_ALPHAS = (0.01, 0.05, 0.1, 0.2, 0.5, 1.0)
-KEY_FIELDS = ("dataset", "method", "split", "alpha", "beta", "epochs", "backend", "batch_size", "lr", "seed")
+KEY_FIELDS = ("dataset", "method", "split", "alpha", "beta", "epochs", "backend", "batch_size", "lr", "seed", "hidden")
+SETTING_FIELDS = ("beta", "epochs", "backend", "batch_size", "lr", "seed", "hidden")
 
 
-def record_key(r: Dict):
-    return tuple(r.get(k) for k in KEY_FIELDS)
-
-
-def load_records(path: str) -> List[Dict]:
-    if not os.path.exists(path):
-        return []
-    try:
-        recs = json.load(open(path))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); move it away to start afresh") from None
-    if not isinstance(recs, list):
-        raise ValueError(f"{path} does not hold a list of records")
-    return recs
-
-
-def _worker_init():  # one XLA/torch thread per worker when --jobs > 1
+def _worker_init(backend: str):
+    """One XLA/torch thread per worker when --jobs > 1: the MLP's small ops run on
+    one thread anyway, and two single-threaded workers train 1.6x as fast as one
+    process with two threads (benchmarks/epoch_cost.py, docs/experiments.md)."""
     os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     os.environ["OMP_NUM_THREADS"] = "1"
+    if backend == "numpyro":
+        from .train_numpyro import use_compile_cache
+
+        use_compile_cache()
     try:
         import torch
 
@@ -56,55 +50,78 @@ def _worker_init():  # one XLA/torch thread per worker when --jobs > 1
 
 
 def run_config(task: Dict) -> List[Dict]:
-    """Train one (dataset, method, alpha) on its splits; one record per split."""
+    """Train one dataset's methods of one graph (see ``train_numpyro.same_graph``) on its
+    splits for each of its alphas; one record per (method, alpha, split)."""
     ds = D.load_dataset(task["path"], task["dataset"])
     splits = [D.make_split(ds, k, seed=task["seed"]) for k in task["splits"]]
+    hidden = tuple(int(h) for h in task["hidden"].split("-"))
     t0 = time.perf_counter()
+    results = {}  # (method, alpha, split) -> result
     if task["backend"] == "numpyro":
         from . import train_numpyro as T
 
-        cfg = T.Config(epochs=task["epochs"], lr=task["lr"], batch_size=task["batch_size"], hidden=tuple(task["hidden"]))
-        # vmap needs equal shapes: group splits by their sizes
-        groups = defaultdict(list)
+        cfg = T.TrainConfig(epochs=task["epochs"], lr=task["lr"], batch_size=task["batch_size"], beta=task["beta"])
+        groups = defaultdict(list)  # vmap needs equal shapes
         for s in splits:
             groups[(s.x_fit.shape, s.x_val.shape, s.x_test.shape)].append(s)
-        results = {}
         for group in groups.values():
-            for s, r in zip(group, T.run_splits(group, task["method"], task["alpha"], task["beta"], cfg, task["seed"])):
-                results[s.index] = r
-        out = [results[s.index] for s in splits]
+            results.update(T.run_members(group, task["methods"], task["alphas"], cfg, task["seed"], hidden))
     else:
         from . import train_pyro as P
 
-        out = [
-            P.run_split(s, task["method"], task["alpha"], task["beta"], task["epochs"], task["lr"], tuple(task["hidden"]), task["seed"])
-            for s in splits
-        ]
+        for m in task["methods"]:
+            for alpha in (task["alphas"] if METHODS[m].mixes else [0.0]):
+                for s in splits:
+                    results[(m, alpha, s.index)] = P.run_split(s, m, alpha, task["beta"], task["epochs"], task["lr"],
+                                                               hidden, task["seed"], task["batch_size"])
     seconds = time.perf_counter() - t0
+    n_fit = {s.index: int(len(s.y_fit)) for s in splits}
     recs = []
-    for s, r in zip(splits, out):
-        rec = {k: task[k] for k in ("dataset", "method", "alpha", "beta", "epochs", "backend", "batch_size", "lr", "seed")}
-        rec.update(split=s.index, **r)
-        rec["seconds"] = seconds / len(splits)  # vmapped splits share their wall time
+    for (m, alpha, k), r in results.items():
+        rec = {"dataset": task["dataset"], "method": m, **{f: task[f] for f in SETTING_FIELDS}}
+        rec.update(split=k, alpha=alpha, **r)
+        rec["seconds"] = seconds / len(results)  # members trained together share their wall time
         rec["config_seconds"] = seconds
-        rec["n_fit"] = int(len(s.y_fit))
+        rec["n_fit"] = n_fit[k]
         recs.append(rec)
     return recs
 
 
-def plan(args, datasets: Dict[str, D.Dataset], methods: List[str], alphas, done) -> List[Dict]:
+def plan(args, datasets: Dict[str, D.Dataset], methods: List[str], alphas, store: RecordStore) -> List[Dict]:
+    """One task per (dataset, graph): the methods, alphas and splits that lack a record."""
+    from .train_numpyro import same_graph
+
     tasks = []
     for name, ds in datasets.items():
         splits = D.parse_splits(args.splits, ds.n_splits)
+        base = dict(dataset=name, path=ds.path, beta=float(args.beta), epochs=int(args.epochs),
+                    backend=args.backend, batch_size=int(args.batch_size), lr=float(args.lr), seed=int(args.seed),
+                    hidden="-".join(map(str, args.hidden)))
+        graphs = defaultdict(list)
         for m in methods:
-            for a in (alphas if METHODS[m].mixes else (0.0,)):
-                base = dict(dataset=name, path=ds.path, method=m, alpha=float(a), beta=float(args.beta),
-                            epochs=int(args.epochs), backend=args.backend, batch_size=int(args.batch_size),
-                            lr=float(args.lr), seed=int(args.seed), hidden=list(args.hidden))
-                todo = [k for k in splits if record_key({**base, "split": k}) not in done]
-                if todo:
-                    tasks.append({**base, "splits": todo})
-    return tasks
+            graphs[same_graph(METHODS[m]) if args.backend == "numpyro" else m].append(m)
+        for group in graphs.values():
+            todo_methods, todo_alphas, todo_splits = [], set(), set()
+            for m in group:
+                for a in (alphas if METHODS[m].mixes else (0.0,)):
+                    missing = [k for k in splits if not store.has({**base, "method": m, "alpha": float(a), "split": k})]
+                    if missing:
+                        todo_methods.append(m)
+                        todo_alphas.add(float(a))
+                        todo_splits.update(missing)
+            if todo_methods:
+                mixing = sorted(a for a in todo_alphas if a > 0)
+                tasks.append({**base, "methods": list(dict.fromkeys(todo_methods)), "alphas": mixing or sorted(todo_alphas),
+                              "splits": sorted(todo_splits), "cost": _cost(ds, todo_methods, mixing, todo_splits)})
+    # the longest first: with --jobs, the last task to finish is then a short one
+    return sorted(tasks, key=lambda t: -t["cost"])
+
+
+def _cost(ds: D.Dataset, methods, alphas, splits) -> float:
+    """A task's relative cost: rows x members, the embedding's noise about doubling a step."""
+    rows = np.mean([len(ds.train_idx[k]) for k in splits])
+    members = sum(len(alphas) if METHODS[m].mixes else 1 for m in methods) * len(splits)
+    return float(rows * members * (2.5 if METHODS[methods[0]].embedding else 1.0))
 
 
 def selected(records: List[Dict], datasets, methods, splits_of) -> Dict:
@@ -204,8 +221,6 @@ def write_markdown(path: str, records: List[Dict], datasets, methods, splits_of,
 def run(args) -> int:
     from tqdm import tqdm
 
-    from .methods import parse_methods
-
     data_dir = args.data_dir or D.default_data_dir()
     if not data_dir:
         raise D.DataError(f"no data folder: pass --data-dir DIR (or set {D.DATA_ENV})")
@@ -217,28 +232,34 @@ def run(args) -> int:
         raise ValueError(f"--alphas must be a comma list of positive numbers; got {args.alphas!r}")
     if args.epochs < 1:
         raise ValueError("--epochs must be at least 1")
+    if args.batch_size < 0:
+        raise ValueError("--batch-size must be 0 (full batch) or positive")
     splits_of = {n: D.parse_splits(args.splits, ds.n_splits) for n, ds in datasets.items()}
     os.makedirs(args.out, exist_ok=True)
     jpath = os.path.join(args.out, "uci.json")
-    records = load_records(jpath)
-    done = {record_key(r) for r in records}
-    tasks = plan(args, datasets, methods, alphas, done)
+    store = RecordStore(jpath, KEY_FIELDS)
+    tasks = plan(args, datasets, methods, alphas, store)
+    if args.backend == "numpyro":
+        from .train_numpyro import use_compile_cache
+
+        use_compile_cache()
     print(f"uci: {len(datasets)} dataset(s), {len(methods)} method(s), alphas {alphas}, "
-          f"{len(tasks)} configuration(s) to train ({len(records)} record(s) already in {jpath})", flush=True)
+          f"{len(tasks)} configuration(s) to train ({len(store.records)} record(s) already in {jpath})", flush=True)
     t0 = time.perf_counter()
-    bar = tqdm(total=sum(len(t["splits"]) for t in tasks), unit="run", disable=args.quiet)
+    bar = tqdm(total=sum(len(t["splits"]) * len(t["alphas"]) * len(t["methods"]) for t in tasks), unit="run",
+               disable=args.quiet)
 
     def done_task(task, recs):
-        records.extend(recs)
-        write_json(jpath, records)
-        bar.set_postfix_str(f"{task['dataset']}/{task['method']}/a={task['alpha']:g}")
+        store.add(recs)
+        bar.set_postfix_str(f"{task['dataset']}/{','.join(task['methods'])}")
         bar.update(len(recs))
 
     if args.jobs > 1 and len(tasks) > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init) as ex:
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                                 initargs=(args.backend,)) as ex:
             futs = {ex.submit(run_config, t): t for t in tasks}
             for f in as_completed(futs):
                 done_task(futs[f], f.result())
@@ -248,12 +269,24 @@ def run(args) -> int:
     bar.close()
     wall = time.perf_counter() - t0
     settings = dict(epochs=args.epochs, backend=args.backend, batch_size=args.batch_size or "full", lr=args.lr,
-                    hidden="-".join(map(str, args.hidden)), beta=args.beta, seed=args.seed, alphas=",".join(f"{a:g}" for a in alphas))
-    mine = [r for r in records if r["epochs"] == args.epochs and r["backend"] == args.backend
-            and r["batch_size"] == args.batch_size and r["lr"] == args.lr and r["seed"] == args.seed
-            and r["beta"] == args.beta and (r["alpha"] in alphas or not METHODS[r["method"]].mixes)]
-    summary = write_markdown(os.path.join(args.out, "uci.md"), mine, list(datasets), methods, splits_of, settings)
-    print(open(os.path.join(args.out, "uci.md")).read())
-    print(f"wall time of this invocation: {wall:.1f} s; wrote {jpath} and {os.path.join(args.out, 'uci.md')}")
-    write_json(os.path.join(args.out, "uci_summary.json"), dict(summary=summary, wall_seconds_last_invocation=wall, settings=settings))
+                    hidden="-".join(map(str, args.hidden)), beta=args.beta, seed=args.seed,
+                    alphas=",".join(f"{a:g}" for a in alphas))
+    want = dict(epochs=args.epochs, backend=args.backend, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                beta=args.beta, hidden=settings["hidden"])
+    mine = [r for r in store.records if all(r.get(k) == v for k, v in want.items())
+            and r["dataset"] in datasets and r["split"] in splits_of[r["dataset"]]
+            and (r["alpha"] in alphas or not METHODS[r["method"]].mixes)]
+    md = os.path.join(args.out, "uci.md")
+    summary = write_markdown(md, mine, list(datasets), methods, splits_of, settings)
+    print(open(md).read())
+    untrained = [r for r in mine if r.get("learned") is False]
+    print(f"wall time of this invocation: {wall:.1f} s; wrote {jpath} and {md}")
+    write_json(os.path.join(args.out, "uci_summary.json"),
+               dict(summary=summary, wall_seconds_last_invocation=wall, settings=settings,
+                    untrained=[{k: r[k] for k in ("dataset", "method", "alpha", "split")} for r in untrained]))
+    if untrained:
+        runs = ", ".join(f"{r['dataset']}/{r['method']}/alpha={r['alpha']:g}/split {r['split']}" for r in untrained[:10])
+        print(f"pyro-mixup: error: {len(untrained)} run(s) ended no better on validation than a constant prediction "
+              f"(the network did not train): {runs}{' ...' if len(untrained) > 10 else ''}")
+        return 1
     return 0

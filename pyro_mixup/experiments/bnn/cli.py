@@ -18,14 +18,12 @@ per-method PPC / PIT plots (``ppc_<method>.png``, ``pit_<method>.png``).
 
 With ``--backend numpyro`` and full-batch training, the splits of a dataset
 train together: one vmapped SVI run per method
-(:func:`pyro_mixup.bnn.models_numpyro.fit_splits`), the same result as one run
+(:func:`pyro_mixup.experiments.bnn.models_numpyro.fit_splits`), the same result as one run
 per split at a fraction of the compile and dispatch cost. Re-running skips
 runs whose JSON was written with the same settings (``--overwrite`` redoes them).
 """
 
 from __future__ import annotations
-
-from ..bench.data import parse_splits
 
 import argparse
 import json
@@ -35,7 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import METHODS
+from ..data import DATA_ENV, DataError, default_data_dir, load_all, parse_splits, raw_split
+from ..methods import parse_methods
+from ..results import write_json
+from . import BNN_METHODS
 
 
 def _parse_splits(text: str, available: int) -> list[int]:
@@ -47,16 +48,14 @@ def _parse_splits(text: str, available: int) -> list[int]:
 
 
 def _parse_methods(text: str) -> list[str]:
-    methods = [m.strip() for m in text.split(",") if m.strip()]
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise SystemExit(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
-    return methods
+    """A comma list of :data:`~pyro_mixup.experiments.bnn.BNN_METHODS` ('all': every one)."""
+    try:
+        return parse_methods(text, list(BNN_METHODS))
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from .data import DATA_ENV, default_data_dir
-
     p = subparsers.add_parser(
         "bnn",
         help="Bayesian NNs + mixup handlers on UCI regression, with ArviZ diagnostics",
@@ -68,7 +67,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="yacht", help="dataset name(s), comma-separated (default: yacht)")
     p.add_argument("--splits", default="all", help="'all', ranges and lists such as 0-4 or 0,3,5 (default: all)")
     p.add_argument("--methods", default="erm,probmix,m-probmix",
-                   help=f"comma-separated, from {','.join(METHODS)} (default: erm,probmix,m-probmix)")
+                   help=f"comma-separated, from {','.join(BNN_METHODS)} (default: erm,probmix,m-probmix)")
     p.add_argument("--backend", choices=("pyro", "numpyro"), default="pyro")
     p.add_argument("--epochs", type=int, default=4000, help="SVI epochs (full-batch steps by default; default 4000)")
     p.add_argument("--batch-size", type=int, default=None, help="minibatch size (default or 0: full batch)")
@@ -97,7 +96,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def _fit_and_score(args, method, split, hidden, split_data):
     """One split, trained on its own (Pyro, or NumPyro with minibatches)."""
-    from .. import diagnostics
+    from ... import diagnostics
 
     t0 = time.time()
     if args.backend == "pyro":
@@ -125,7 +124,7 @@ def _fit_and_score(args, method, split, hidden, split_data):
 
 
 def _numpyro_inference_data(args, model, guide, params, split, split_data, fit_s):
-    from .. import diagnostics
+    from ... import diagnostics
 
     t0 = time.time()
     idata = diagnostics.to_inference_data(model, guide, np.asarray(split_data.x_test, np.float32),
@@ -136,7 +135,7 @@ def _numpyro_inference_data(args, model, guide, params, split, split_data, fit_s
 
 def _fit_splits_and_score(args, method, hidden, split_datas):
     """NumPyro, full batch: every split of one shape trained in one vmapped SVI
-    run (:func:`pyro_mixup.bnn.models_numpyro.fit_splits`); yields per split
+    run (:func:`pyro_mixup.experiments.bnn.models_numpyro.fit_splits`); yields per split
     ``(split_data, idata, fit_seconds, diagnostics_seconds)``, fit time shared equally."""
     from collections import defaultdict
 
@@ -181,8 +180,7 @@ def _finished(stem: Path, settings: dict, split_data, plots: bool) -> bool:
 def run(args) -> int:
     from tqdm.auto import tqdm
 
-    from .. import diagnostics
-    from .data import load_split, n_splits
+    from ... import diagnostics
 
     methods = _parse_methods(args.methods)
     hidden = tuple(int(h) for h in str(args.hidden).split(",") if h.strip())
@@ -193,14 +191,15 @@ def run(args) -> int:
     args.batch_size = args.batch_size or None  # 0 means full batch, as in ``bench uci``
     settings = _settings(args, hidden)
     vectorised = args.backend == "numpyro" and not args.batch_size
+    try:
+        loaded = load_all(args.data_dir, datasets)
+    except DataError as e:
+        raise SystemExit(f"pyro-mixup bnn: {e}") from None
     for dataset in datasets:
-        available = n_splits(args.data_dir, dataset)
-        if available == 0:
-            raise SystemExit(f"no splits found under {Path(args.data_dir) / dataset}")
-        splits = _parse_splits(args.splits, available)
+        splits = _parse_splits(args.splits, loaded[dataset].n_splits)
         out = Path(args.out) / dataset
         out.mkdir(parents=True, exist_ok=True)
-        data = {k: load_split(args.data_dir, dataset, k) for k in splits}
+        data = {k: raw_split(loaded[dataset], k) for k in splits}
         todo = {m: [k for k in splits if args.overwrite
                     or not _finished(out / f"{m}_split{k}", settings, data[k], plots=not args.no_plots)]
                 for m in methods}
@@ -229,7 +228,7 @@ def run(args) -> int:
                     **settings, "vectorised_splits": vectorised,
                     "fit_seconds": round(fit_s, 2), "diagnostics_seconds": round(diag_s, 2),
                 }
-                Path(f"{stem}.json").write_text(json.dumps(record, indent=2))
+                write_json(f"{stem}.json", record)
                 if not args.no_plots:
                     _calibration_figure(idata, pit, f"{stem}_calibration.png", f"{dataset} {method} split {k}")
                 # one summary line per run, also with --quiet
@@ -391,7 +390,7 @@ def write_report(out, dataset, methods, splits, plots=True, command=None) -> Pat
     """Build ``<out>/report.md`` from the per-split JSON and NetCDF files in ``out``."""
     import arviz as az
 
-    from .. import diagnostics
+    from ... import diagnostics
 
     out = Path(out)
     recs = _load_records(out, methods, splits)

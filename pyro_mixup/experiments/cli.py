@@ -1,4 +1,4 @@
-"""The ``demo`` and ``bench`` subcommands of ``pyro-mixup`` (registered by :mod:`pyro_mixup.cli`)."""
+"""The ``demo`` and ``bench`` subcommands of ``pyro-mixup``: argument parsing only (registered by :mod:`pyro_mixup.cli`)."""
 
 from __future__ import annotations
 
@@ -82,8 +82,9 @@ def add_parser(sub) -> None:
     u.add_argument("--methods", default=None, help="comma list (default: all)")
     u.add_argument("--epochs", type=int, default=1000, help="epochs (default 1000)")
     u.add_argument("--backend", choices=("pyro", "numpyro"), default="numpyro",
-                   help="numpyro: jitted, vmapped across splits (default); pyro: the torch handlers, one split at a time")
-    u.add_argument("--jobs", type=int, default=1, help="parallel worker processes, one configuration each (default 1)")
+                   help="numpyro: SVI + optax, compiled once per (dataset, method), vmapped across splits (default); "
+                   "pyro: SVI + torch, one split at a time")
+    u.add_argument("--jobs", type=int, default=1, help="parallel worker processes, one (dataset, method) each (default 1)")
     u.add_argument("--seed", type=int, default=0)
     u.add_argument("--out", default="results/uci", help="output folder (default results/uci)")
     u.add_argument("--alphas", default=",".join(f"{a:g}" for a in DEFAULT_ALPHAS),

@@ -6,7 +6,7 @@ A dataset folder holds ``data.txt`` (whitespace-separated rows),
 ``n_splits.txt``. :func:`load_dataset` reads any folder in that layout,
 :func:`make_split` builds one split (20% of the training rows held out for
 validation, inputs and targets standardised on the part used for fitting) and
-:func:`gaussian_nll` scores a Gaussian prediction in the original units of y.
+the toy data sets are drawn by :func:`toy_regression_data` and :func:`rings_data`.
 """
 
 from __future__ import annotations
@@ -67,8 +67,39 @@ class Split:
         return np.asarray(y_std_units) * self.y_std + self.y_mean
 
 
+#: Where the data sits beside a checkout of this repository (used when $PYRO_MIXUP_UCI_DIR is unset).
+SHARED_DATA_DIR = os.path.join("..", "shared", "data", "uci")
+
+
 def default_data_dir() -> Optional[str]:
-    return os.environ.get(DATA_ENV)
+    """``$PYRO_MIXUP_UCI_DIR``, else ``../shared/data/uci`` if it exists, else None."""
+    return os.environ.get(DATA_ENV) or (SHARED_DATA_DIR if os.path.isdir(SHARED_DATA_DIR) else None)
+
+
+@dataclass
+class RawSplit:
+    """Training and test rows of one split in original units (the BNN standardises inside its model)."""
+
+    dataset: str
+    split: int
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def raw_split(ds: Dataset, k: int) -> RawSplit:
+    if not 0 <= k < ds.n_splits:
+        raise ValueError(f"{ds.name} has splits 0..{ds.n_splits - 1}; got {k}")
+    tr, te = ds.train_idx[k], ds.test_idx[k]
+    return RawSplit(ds.name, k, ds.x[tr], ds.y[tr], ds.x[te], ds.y[te])
+
+
+def standardisation(x: np.ndarray, y: np.ndarray):
+    """(x_loc, x_scale, y_loc, y_scale) of training data by :func:`standardiser`."""
+    x_loc, x_scale = standardiser(np.asarray(x, np.float64))
+    y_loc, y_scale = standardiser(np.asarray(y, np.float64))
+    return x_loc, x_scale, float(y_loc), float(y_scale)
 
 
 def find_datasets(data_dir: str) -> List[str]:
@@ -219,21 +250,6 @@ def make_split(ds: Dataset, k: int, val_fraction: float = 0.2, seed: int = 0) ->
     return Split(ds.name, k, sx(fit), sy(fit), sx(val), sy(val), sx(test), sy(test), xm, xs, ym, ys, fit, val, test)
 
 
-def gaussian_nll(mu, sigma, y, y_mean: float = 0.0, y_std: float = 1.0) -> float:
-    """Mean NLL per point of ``y`` (original units) under N(mu, sigma^2) given in standardised
-    units: the standardised NLL plus ``log(y_std)`` (the change of variables)."""
-    mu, sigma, y = (np.asarray(a, dtype=np.float64) for a in (mu, sigma, y))
-    z = (y - y_mean) / y_std
-    nll = 0.5 * np.log(2 * np.pi) + np.log(sigma) + 0.5 * ((z - mu) / sigma) ** 2
-    return float(nll.mean() + math.log(y_std))
-
-
-def rmse(mu, y, y_mean: float = 0.0, y_std: float = 1.0) -> float:
-    """RMSE in original units of a standardised mean prediction ``mu`` against original ``y``."""
-    pred = np.asarray(mu, dtype=np.float64) * y_std + y_mean
-    return float(np.sqrt(np.mean((pred - np.asarray(y, dtype=np.float64)) ** 2)))
-
-
 def load_all(data_dir: str, names: Optional[Sequence[str]] = None) -> Dict[str, Dataset]:
     found = find_datasets(data_dir)
     if names:
@@ -258,3 +274,29 @@ def write_dataset(folder: str, data: np.ndarray, features: Sequence[int], target
     with open(os.path.join(folder, "n_splits.txt"), "w") as f:
         f.write(f"{len(train)}\n")
     return folder
+
+
+def toy_regression_data(seed: int, n_train: int = 100, n_test: int = 500):
+    """The paper's toy regression: ``y = x^3 + N(0, 9)``; train and in-distribution
+    ``x ~ U(-4, 4)``, out-of-distribution ``x ~ U(4, 6)``."""
+    rng = np.random.default_rng(seed)
+
+    def draw(lo, hi, n):
+        x = rng.uniform(lo, hi, n)
+        return x, x**3 + 3.0 * rng.normal(size=n)
+
+    return dict(train=draw(-4, 4, n_train), id=draw(-4, 4, n_test), ood=draw(4, 6, n_test))
+
+
+def rings_data(seed: int, n_train: int = 100, n_test: int = 1000, noise_var: float = 0.09):
+    """Three noisy rings of radii 0.5, 1.5, 2.5 (classes 0, 1, 2)."""
+    rng = np.random.default_rng(seed)
+    radii = np.array([0.5, 1.5, 2.5])
+
+    def draw(n):
+        k = rng.integers(0, 3, n)
+        w = rng.uniform(0, 2 * math.pi, n)
+        x = radii[k, None] * np.stack([np.cos(w), np.sin(w)], 1) + math.sqrt(noise_var) * rng.normal(size=(n, 2))
+        return x, k
+
+    return dict(train=draw(n_train), test=draw(n_test))

@@ -1,0 +1,136 @@
+"""The methods of every experiment, once: name -> handler, ``at``, pairing, embedding.
+
+Every network of the experiments marks its inputs ``mixable("x")``, its first
+hidden layer ``mixable("h")`` and, in its embedding variant, makes that layer a
+stochastic ``embed("z")``. A method is then a handler around the plain model:
+
+==================  =========================================================  ============
+name                handler                                                    partner
+==================  =========================================================  ============
+erm                 none (plain maximum likelihood / ELBO)                     --
+mix                 ``mixup(at="x")`` (vanilla mixup of the inputs)            random
+m-mix               ``mixup(at="h")`` (manifold mixup, first hidden layer)     random
+lock-mix            ``mixup(at="x", pairing=NearestNeighbourPairing(x, 5))``   5-NN in x
+lock-m-mix          ``mixup(at="h", pairing=NearestNeighbourPairing(x, 5))``   5-NN in x
+probmix             ``probmix()`` (pool the Gaussian likelihoods)              random
+m-probmix           ``probmix(at="z")`` (pool the ``embed`` layer)             random
+lock-probmix        ``probmix(pairing=NearestNeighbourPairing(x, 5))``         5-NN in x
+lock-m-probmix      ``probmix(at="z", pairing=NearestNeighbourPairing(x, 5))`` 5-NN in x
+cmixup-probmix      ``probmix(pairing=LabelKernelPairing(y, 0.5))`` (ours)     kernel in y
+==================  =========================================================  ============
+
+:func:`wrap` builds the wrapped model for either backend; the trainers, the toy
+commands and the BNN all go through it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+import numpy as np
+
+from ..core.pairing import LabelKernelPairing, NearestNeighbourPairing
+
+#: The site names every network of the experiments uses.
+INPUT, HIDDEN, EMBEDDING = "x", "h", "z"
+#: LocK neighbourhood size (the paper's K) and the C-Mixup bandwidth (on standardised y).
+LOCK_K = 5
+CMIXUP_BANDWIDTH = 0.5
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    handler: Optional[str]  # None (ERM), "mixup" or "probmix"
+    at: Optional[str]  # INPUT, HIDDEN, EMBEDDING or None (ProbMix at the likelihood)
+    pairing: str  # "random", "knn" or "label"
+
+    @property
+    def embedding(self) -> bool:
+        """Trains the network's stochastic-embedding variant (M-ProbMix)."""
+        return self.at == EMBEDDING
+
+    @property
+    def mixes(self) -> bool:
+        return self.handler is not None
+
+    @property
+    def uses_table(self) -> bool:
+        """Partners come from a :class:`~pyro_mixup.pairing.PartnerTable` built on the training data."""
+        return self.pairing != "random"
+
+
+METHODS = {
+    m.name: m
+    for m in [
+        Method("erm", None, None, "random"),
+        Method("mix", "mixup", INPUT, "random"),
+        Method("m-mix", "mixup", HIDDEN, "random"),
+        Method("lock-mix", "mixup", INPUT, "knn"),
+        Method("lock-m-mix", "mixup", HIDDEN, "knn"),
+        Method("probmix", "probmix", None, "random"),
+        Method("m-probmix", "probmix", EMBEDDING, "random"),
+        Method("lock-probmix", "probmix", None, "knn"),
+        Method("lock-m-probmix", "probmix", EMBEDDING, "knn"),
+        Method("cmixup-probmix", "probmix", None, "label"),
+    ]
+}
+
+METHOD_NAMES = list(METHODS)
+PROBMIX_FAMILY = [n for n, m in METHODS.items() if m.handler == "probmix"]
+
+
+def parse_methods(spec: Optional[str], allowed: Optional[List[str]] = None) -> List[str]:
+    """``None``/"all" -> every allowed method; else a comma list, checked."""
+    allowed = list(allowed or METHOD_NAMES)
+    if spec is None or spec.strip().lower() in ("", "all"):
+        return allowed
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    bad = [n for n in names if n not in allowed]
+    if bad:
+        raise ValueError(f"unknown method(s) {bad}; choose from: {', '.join(allowed)}")
+    return list(dict.fromkeys(names))
+
+
+def partner_table(method: Method, x: np.ndarray, y: Optional[np.ndarray] = None):
+    """The partner table of ``method`` for training rows ``(x, y)``; None for random pairing."""
+    if method.pairing == "knn":
+        return NearestNeighbourPairing(np.asarray(x, np.float64).reshape(len(x), -1), k=min(LOCK_K, len(x) - 1))
+    if method.pairing == "label":
+        if y is None or not np.issubdtype(np.asarray(y).dtype, np.floating):
+            raise ValueError(f"{method.name} pairs by a kernel on a continuous label; these labels are {np.asarray(y).dtype}")
+        return LabelKernelPairing(np.asarray(y, np.float64), bandwidth=CMIXUP_BANDWIDTH)
+    return None
+
+
+def wrap(model, method, *, backend: str, classification: bool = False, **options):
+    """``model`` as ``method`` trains it (ERM: the model itself).
+
+    :param method: a :class:`Method` or its name.
+    :param str backend: ``"pyro"`` or ``"numpyro"`` (whose handlers to use).
+    :param classification: class labels: ProbMix scores the pool of
+        ``beta``-smoothed labels (the paper's target; ``beta`` defaults to 0.01
+        there) and mixup takes no target jitter.
+    :param options: the handler's options (``alpha``, ``lam``, ``perm``, ``beta``,
+        ``pairing``, ...).
+    """
+    method = METHODS[method] if isinstance(method, str) else method
+    if method.embedding and not getattr(model, "embedding", True):
+        raise ValueError(f"{method.name} needs the network's embedding variant (embedding=True)")
+    if not method.mixes:
+        return model
+    if backend == "pyro":
+        from .. import handlers
+    elif backend == "numpyro":
+        from ..numpyro import handlers
+    else:
+        raise ValueError(f"backend must be 'pyro' or 'numpyro'; got {backend!r}")
+    if classification:
+        if method.handler == "mixup":
+            options["beta"] = 0.0
+        else:
+            options.setdefault("target", "mixed")
+            options["beta"] = options.get("beta") or 0.01
+    handler = handlers.mixup if method.handler == "mixup" else handlers.probmix
+    return handler(model, at=method.at, **options)
