@@ -234,6 +234,9 @@ def run(args) -> int:
         raise ValueError("--epochs must be at least 1")
     if args.batch_size < 0:
         raise ValueError("--batch-size must be 0 (full batch) or positive")
+    if args.backend == "numpyro" and args.batch_size % 2:
+        raise ValueError(f"--batch-size {args.batch_size}: a minibatch holds anchors and their partners, so it must "
+                         "be even (or 0 for full batch)")
     splits_of = {n: D.parse_splits(args.splits, ds.n_splits) for n, ds in datasets.items()}
     os.makedirs(args.out, exist_ok=True)
     jpath = os.path.join(args.out, "uci.json")
