@@ -8,6 +8,12 @@ milliseconds per epoch and the ratio to ERM.
 
     python benchmarks/epoch_cost.py --dataset naval-propulsion-plant --splits 0-19 --epochs 50
     python benchmarks/epoch_cost.py --prng unsafe_rbg ...   # the other generator, for comparison
+
+Also reported: the floor of an M-ProbMix epoch set by its embedding noise alone --
+a scan of one epoch's steps that only draws the Gaussian noise of the embedding
+(members x batch x width normals per step, the generator of ``--prng``) -- as
+milliseconds and as ``1 + noise / ERM epoch``, the ratio no M-ProbMix epoch can
+go below while it draws fresh noise with that generator.
 """
 
 from __future__ import annotations
@@ -24,6 +30,25 @@ from pyro_mixup.experiments import data as D
 from pyro_mixup.experiments import train_numpyro as T
 from pyro_mixup.experiments.methods import METHODS, parse_methods
 from pyro_mixup.experiments.nets_numpyro import GaussianMLP
+
+
+def noise_ms_per_epoch(shape, steps: int, repeats: int) -> float:
+    """Milliseconds of ``steps`` draws of ``shape`` standard normals inside a scan, the best of ``repeats``."""
+
+    @jax.jit
+    def draw(key):
+        def body(total, k):
+            return total + jax.random.normal(k, shape).sum(), None
+        return jax.lax.scan(body, 0.0, jax.random.split(key, steps))[0]
+
+    key = jax.random.key(0, impl=T.PRNG_IMPL)
+    jax.block_until_ready(draw(key))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(draw(key))
+        best = min(best, time.perf_counter() - t0)
+    return best * 1e3
 
 
 def main(argv=None):
@@ -71,9 +96,15 @@ def main(argv=None):
         ratio = "--" if base is None else f"{med / base:.2f}"
         out[name] = dict(ms_median=med, ms_min=min(t), ms_max=max(t), ratio_to_erm=None if base is None else med / base)
         print(f"| {name} | {med:.1f} | {min(t):.1f} | {max(t):.1f} | {ratio} |")
+    size, n_batches = cfg.batch_plan(data[0].shape[1])
+    noise = noise_ms_per_epoch((len(splits), size, 128), n_batches, args.repeats)
+    floor = None if base is None else 1 + noise / base
+    print(f"\nembedding noise alone ({len(splits)} x {size} x 128 normals per step, {n_batches} steps): "
+          f"{noise:.1f} ms per epoch" + ("" if floor is None else f"; M-ProbMix floor {floor:.2f} x ERM"))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(settings=vars(args), methods=out), f, indent=1)
+            json.dump(dict(settings=vars(args), methods=out, noise_ms_per_epoch=noise, m_probmix_floor=floor), f,
+                      indent=1)
 
 
 if __name__ == "__main__":

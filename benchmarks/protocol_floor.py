@@ -5,9 +5,11 @@ FLOPs are counted from the shapes (a dense layer ``d_in -> d_out`` costs
 ``2 d_in d_out`` per row forward and twice that backward; every epoch trains on
 ``batches x batch size`` rows and evaluates the validation rows forward), for every
 dataset, split, method and alpha of the protocol -- the embedding's noise and the
-pooling are not counted, so the floor is that of ERM. The rate is measured on the
-same MLP (vmapped over 20 members, as the trainer runs) at a large batch, forward
-and backward, the best of ``--repeats``.
+pooling are not counted, so the floor is that of ERM. The rate is the best this CPU
+reaches on the same MLP, forward and backward, over a few shapes (members vmapped
+x rows: the trainer's own 20 x 64 and 20 x 256, and larger ones where XLA's
+matmuls run at full speed), each the best of ``--repeats`` calls: the most
+favourable rate, hence the lowest floor.
 
     python benchmarks/protocol_floor.py --data-dir ../shared/data/uci            # one alpha
     python benchmarks/protocol_floor.py --alphas 6 --large-batch 256            # the 6-value grid
@@ -46,6 +48,9 @@ def protocol_flops(data_dir, alphas: int, batch_of, epochs=1000, splits=20, meth
     return total
 
 
+RATE_SHAPES = ((20, 64), (20, 256), (20, 4096), (4, 4096), (1, 8192), (1, 16384))
+
+
 def measured_rate(members=20, batch=4096, d=16, repeats=5) -> float:
     """GFLOP/s of forward + backward of the MLP, ``members`` vmapped."""
     net = GaussianMLP(d, (128, 32))
@@ -79,13 +84,18 @@ def main(argv=None):
     large = {"kin8nm", "naval-propulsion-plant"}
     flops = protocol_flops(args.data_dir, args.alphas,
                            lambda name, n: args.large_batch if name in large else args.batch_size)
-    rate = measured_rate()
+    rates = {shape: measured_rate(*shape) for shape in RATE_SHAPES}
+    (best_members, best_batch), rate = max(rates.items(), key=lambda kv: kv[1])
     total = sum(flops.values())
+    print("| members x rows | GFLOP/s |\n|---|---|")
+    for (m, b), r in rates.items():
+        print(f"| {m} x {b} | {r:.1f} |")
+    print()
     print("| dataset | TFLOP |\n|---|---|")
     for name, f in flops.items():
         print(f"| {name} | {f / 1e12:.1f} |")
-    print(f"\ntotal {total / 1e12:.1f} TFLOP; this CPU on the MLP (fwd + bwd, 20 members x 4096 rows): "
-          f"{rate:.1f} GFLOP/s; floor {total / rate / 1e9 / 60:.1f} min")
+    print(f"\ntotal {total / 1e12:.1f} TFLOP; best rate of this CPU on the MLP (fwd + bwd, "
+          f"{best_members} members x {best_batch} rows): {rate:.1f} GFLOP/s; floor {total / rate / 1e9 / 60:.1f} min")
     return dict(tflop=total / 1e12, gflops=rate, floor_minutes=total / rate / 1e9 / 60)
 
 

@@ -23,6 +23,8 @@ __all__ = [
     "embed",
     "mixable",
     "handlers",
+    "marginal_predictive",
+    "mean_embedding",
 ]
 
 _LAZY = {
@@ -31,6 +33,8 @@ _LAZY = {
     "register": ".pyro.backend",
     "embed": ".pyro.primitives",
     "mixable": ".pyro.primitives",
+    "marginal_predictive": ".pyro.predictive",
+    "mean_embedding": ".pyro.predictive",
 }
 
 

@@ -33,6 +33,10 @@ def test_the_ten_methods():
     assert METHOD_NAMES == ["erm", "mix", "m-mix", "lock-mix", "lock-m-mix", "probmix", "m-probmix",
                             "lock-probmix", "lock-m-probmix", "cmixup-probmix"]
     assert [m for m in METHOD_NAMES if METHODS[m].embedding] == ["m-probmix", "lock-m-probmix"]
+    # the linear-pooling ablations are registered but not in the default set
+    assert [m for m in METHODS if m not in METHOD_NAMES] == ["m-probmix-linear", "lock-m-probmix-linear",
+                                                             "m-probmix-star", "lock-m-probmix-star"]
+    assert parse_methods("m-probmix-linear") == ["m-probmix-linear"] and parse_methods(None) == METHOD_NAMES
     assert parse_methods("probmix, erm") == ["probmix", "erm"]
     with pytest.raises(ValueError, match="unknown method"):
         parse_methods("erm,mixup")
@@ -55,6 +59,12 @@ def test_uci_end_to_end_and_resumable(tmp_path, capsys, backend, methods):
         for key in ("test_nll", "test_rmse", "coverage_90", "best_epoch", "seconds", "alpha", "learned"):
             assert key in r
         assert np.isfinite(r["test_nll"]) and r["test_rmse"] > 0 and 1 <= r["best_epoch"] <= 4
+        # embedding networks are scored with the marginal predictive over their embedding
+        embedding = METHODS[r["method"]].embedding
+        assert (r["predictive"], r["predictive_draws"]) == (("marginal", 1000) if embedding else ("mean", 1))
+        assert ("test_nll_mean_embedding" in r) == embedding
+        if embedding:
+            assert np.isfinite(r["test_nll_mean_embedding"]) and r["test_nll"] != r["test_nll_mean_embedding"]
     md = open(os.path.join(out, "uci.md")).read()
     assert "| tinyset |" in md and "Paper, Table 1" in md and "±" in md
     # resumable: a second call trains nothing and keeps the records
@@ -88,7 +98,9 @@ def _split(n=96, d=2, seed=0, index=0):
 
 
 @pytest.mark.parametrize("methods", [("erm",), ("lock-mix", "mix"), ("m-probmix", "lock-m-probmix"),
-                                     ("probmix", "lock-probmix", "cmixup-probmix")])
+                                     ("probmix", "lock-probmix", "cmixup-probmix"),
+                                     ("m-probmix-linear", "lock-m-probmix-linear"),
+                                     ("m-probmix-star", "lock-m-probmix-star")])
 def test_every_method_lowers_its_training_loss_numpyro(methods):
     # one compiled trainer per graph: members of a graph (random and table pairings) train side by side
     from pyro_mixup.experiments import train_numpyro as T
@@ -145,3 +157,52 @@ def test_uci_flags_a_network_that_did_not_train(tmp_path, capsys):
     assert "did not train" in capsys.readouterr().out
     summary = json.load(open(tmp_path / "o" / "uci_summary.json"))
     assert summary["untrained"] == [{"dataset": "tinyset", "method": "erm", "alpha": 0.0, "split": 0}]
+
+
+def test_uci_keeps_marginal_and_mean_embedding_records_apart(tmp_path):
+    data_dir = tiny_uci(str(tmp_path / "uci"))
+    out = str(tmp_path / "out")
+    argv = ["bench", "uci", "--data-dir", data_dir, "--splits", "0", "--epochs", "3", "--methods", "erm,m-probmix",
+            "--alphas", "0.5", "--batch-size", "8", "--out", out, "--quiet"]
+    assert main(argv + ["--test-draws", "50"]) == 0
+    assert main(argv + ["--predictive", "mean"]) == 0  # ERM is not trained again; M-ProbMix is scored anew
+    recs = json.load(open(os.path.join(out, "uci.json")))
+    got = sorted((r["method"], r["predictive"], r["predictive_draws"]) for r in recs)
+    assert got == [("erm", "mean", 1), ("m-probmix", "marginal", 50), ("m-probmix", "mean", 1)]
+    assert main(argv + ["--test-draws", "0"]) == 2
+
+
+def test_alpha_zero_is_no_mixing():
+    # lam = 1 exactly: ProbMix with alpha 0 trains as ERM does (same key, same steps), never NaN
+    import jax
+    import jax.numpy as jnp
+
+    from pyro_mixup.experiments import train_numpyro as T
+    from pyro_mixup.experiments.nets_numpyro import GaussianMLP
+
+    s = _split()
+    cfg = T.TrainConfig(epochs=10, lr=0.01, batch_size=16)
+    data = [jnp.asarray(getattr(s, a))[None] for a in ("x_fit", "y_fit", "x_val", "y_val")]
+    index, cand, cdf = T.partner_tables([], [s])
+    out = {}
+    for m in ("erm", "probmix"):
+        train = T.build(GaussianMLP(s.x_fit.shape[1], (16,)), METHODS[m], cfg, s.x_fit.shape[0])
+        out[m] = train(jax.random.key(0)[None], jnp.zeros(1), jnp.zeros(1, int), -jnp.ones(1, int), *data, cand, cdf)
+    assert np.isfinite(np.asarray(out["probmix"]["val_nll"])).all()
+    np.testing.assert_allclose(np.asarray(out["probmix"]["train_loss"]), np.asarray(out["erm"]["train_loss"]),
+                               rtol=1e-4)
+
+
+def test_m_probmix_star_has_its_own_network():
+    # 64-32 whatever the protocol's hidden sizes, and a separate variance network of width 64
+    from pyro_mixup.experiments import train_numpyro as T
+    from pyro_mixup.experiments import train_pyro as P
+
+    net = T.network(METHODS["m-probmix-star"], 3, (128, 32))
+    shapes = net.shapes()
+    assert net.sizes == [3, 64, 32, 2] and "emb_a" not in shapes
+    assert (shapes["var_w0"], shapes["var_w1"]) == ((3, 64), (64, 64))
+    torch_net, _ = P.fit_net("lock-m-probmix-star", np.random.default_rng(0).normal(size=(20, 3)), np.zeros(20),
+                             hidden=(128, 32), epochs=2)
+    assert [layer.out_features for layer in torch_net.layers] == [64, 32, 2]
+    assert torch_net.variance[0].out_features == 64 and torch_net.variance[2].out_features == 64

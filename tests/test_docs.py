@@ -76,3 +76,16 @@ def test_readme_bnn_example_runs_as_printed():
         assert ll.shape == (1, 100, 20) and bool(np.isfinite(ll.values).all())
         lpd = namespace["log_predictive_density"](idata[name])
         assert lpd.per_row.shape == (20,) and np.isfinite(lpd.total)
+
+
+def test_handlers_page_predictive_example_runs_as_printed():
+    import torch
+
+    block = next(b for b in _python_blocks(DOCS / "handlers.md") if "marginal_predictive" in b)
+    namespace = {}
+    torch.manual_seed(0)
+    exec(compile(block, "docs/handlers.md", "exec"), namespace)
+    pred, shortcut = namespace["pred"], namespace["shortcut"]
+    np.testing.assert_allclose(pred.mean.numpy(), [0.0, 6.0], atol=0.15)
+    np.testing.assert_allclose(pred.variance.numpy(), [3.25, 3.25], rtol=0.06)
+    np.testing.assert_allclose(shortcut.variance.numpy(), [1.0, 1.0])

@@ -71,3 +71,26 @@ def test_the_registry_wraps_for_both_backends_and_refuses_what_it_cannot_do():
     assert partner_table(METHODS["probmix"], x) is None
     with pytest.raises(ValueError, match="continuous label"):
         partner_table(METHODS["cmixup-probmix"], x, np.arange(12))
+
+
+def test_mixture_scores_against_scipy():
+    import scipy.stats as st
+    from scipy.optimize import brentq
+
+    means = np.array([[0.0, 1.0, -2.0], [1.5, 1.0, 3.0]])
+    stds = np.array([[1.0, 0.5, 2.0], [0.3, 0.5, 1.0]])
+    y = np.array([0.7, 1.2, 0.0])
+    comp = [st.norm(means[k], stds[k]) for k in range(2)]
+    density = 0.5 * (comp[0].pdf(y) + comp[1].pdf(y))
+    cdf = 0.5 * (comp[0].cdf(y) + comp[1].cdf(y))
+    s = metrics.mixture_scores(means, stds, y, y_scale=2.0)
+    assert s["test_nll"] == pytest.approx(-np.log(density).mean() + np.log(2.0), rel=1e-10)
+    assert s["pit_mean"] == pytest.approx(cdf.mean(), rel=1e-10)
+    assert s["test_rmse"] == pytest.approx(2.0 * np.sqrt(np.mean((means.mean(0) - y) ** 2)), rel=1e-10)
+    assert s["coverage_90"] == pytest.approx(np.mean((cdf >= 0.05) & (cdf <= 0.95)))
+    for q in (0.025, 0.5, 0.975):
+        want = [brentq(lambda v, i=i: 0.5 * (comp[0].cdf(v)[i] + comp[1].cdf(v)[i]) - q, -50, 50) for i in range(3)]
+        np.testing.assert_allclose(metrics.mixture_quantile(means, stds, q), want, atol=1e-8)
+    # one component: the Gaussian scores
+    g = metrics.gaussian_scores(means[0], stds[0], y, y_scale=2.0)
+    assert g["test_nll"] == pytest.approx(-comp[0].logpdf(y).mean() + np.log(2.0), rel=1e-10)

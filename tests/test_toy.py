@@ -16,7 +16,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from pyro_mixup.cli import main
 from pyro_mixup.experiments import train_pyro as T
 from pyro_mixup.experiments.data import Split
-from pyro_mixup.experiments.methods import METHOD_NAMES
+from pyro_mixup.experiments.methods import METHOD_NAMES, METHODS
 from pyro_mixup.experiments.metrics import gaussian_nll
 from pyro_mixup.experiments.nets_pyro import MLP, model_of
 
@@ -39,7 +39,39 @@ def test_demo_tiny(tmp_path, capsys):
     assert len(res["records"]) == 4
     assert all(np.isfinite(r["ood_nll"]) and r["ood_mse"] > 0 for r in res["records"])
     assert [r["alpha"] for r in res["records"]] == [0.0, 0.0, 0.5, 0.5]  # ERM records no alpha
+    # M-ProbMix predicts with the marginal over its embedding, the deterministic network with one draw
+    assert [r["predictive_draws"] for r in res["records"]] == [1, 1, 1000, 1000]
+    assert res["settings"]["predictive"] == "marginal"
     assert os.path.getsize(os.path.join(out, "toy_regression.png")) > 1000
+
+
+def test_paper_protocol_tiny(tmp_path, capsys):
+    out = str(tmp_path / "paper")
+    argv = ["bench", "toy-regression", "--protocol", "paper", "--runs", "2", "--epochs", "8", "--alphas", "0,0.5",
+            "--betas", "0,0.01", "--methods", "erm,probmix,m-probmix", "--test-draws", "20", "--val-draws", "5",
+            "--out", out, "--quiet"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "Chosen on validation NLL" in text and "The paper's Table 5" in text and "| 0.5 |" in text
+    res = json.load(open(os.path.join(out, "toy_paper.json")))
+    recs = res["records"]
+    # ERM once (beta does nothing without mixing); the mixing methods at every alpha and beta, 2 runs each
+    assert len(recs) == 2 + 2 * 2 * 2 * 2
+    assert {(r["alpha"], r["beta"]) for r in recs if r["method"] == "erm"} == {(0.0, 0.0)}
+    for r in recs:
+        assert all(np.isfinite(r[k]) for k in ("val_nll", "id_nll", "ood_nll", "ood_nll_raw", "ood_mse_raw"))
+        assert 1 <= r["best_epoch"] <= 8
+        assert r["ood_nll_raw"] - r["ood_nll"] == pytest.approx(r["id_nll_raw"] - r["id_nll"])  # log std(y)
+        if r["method"] == "m-probmix":
+            assert (r["predictive"], r["predictive_draws"]) == ("marginal", 20)
+            assert len(r["embed_scale"]) >= 2 and r["embed_scale"][0] == pytest.approx(0.05, abs=0.01)
+            assert "ood_nll_mean_embedding" in r
+        else:
+            assert (r["predictive"], r["predictive_draws"]) == ("mean", 1) and "embed_scale" not in r
+    assert set(res["chosen"]) == {"erm", "probmix", "m-probmix"}
+    assert res["settings"]["runs"] == 2 and res["settings"]["batch_size"] == "full"
+    assert os.path.getsize(os.path.join(out, "toy_paper.png")) > 1000
+    assert main(argv[:-3] + ["--alphas=-1", "--out", out, "--quiet"]) == 2
 
 
 def test_toy_classification_tiny(tmp_path, capsys):
@@ -63,7 +95,7 @@ def _toy(n=64, seed=1):
     return x, (y - y.mean()) / y.std()
 
 
-@pytest.mark.parametrize("method", METHOD_NAMES)
+@pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_lowers_its_training_loss_pyro(method):
     x, y = _toy()
     _, losses = T.fit_net(method, x, y, hidden=(32, 16), epochs=150, lr=0.01, alpha=0.5, seed=0)

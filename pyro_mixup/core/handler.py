@@ -20,7 +20,7 @@ from . import pooling
 from .draws import Draws
 from .errors import MixupUsageError, UnsupportedDistributionError
 from .options import MixOptions
-from .targets import mix_values, resolve_target
+from .targets import along, mix_values, resolve_target
 
 #: The key under which a fused latent site's draws are recorded in ``msg["infer"]``,
 #: so that a model replaying the guide's value can check (and share) them.
@@ -120,6 +120,11 @@ class MixingCore:
             raise ValueError(
                 "mixup needs at='<name of a mixable tensor>' (the inputs for vanilla mixup, "
                 "a hidden layer for manifold mixup)"
+            )
+        if options.pooling != "log-linear" and (kind != "probmix" or options.at is None):
+            raise ValueError(
+                f"pooling={options.pooling!r} fuses a pair's embedding densities: it is an option of "
+                "probmix(at='<an embed layer>') (the likelihood is pooled log-linearly, as the paper does)"
             )
         self.kind = kind
         self.options = options
@@ -247,6 +252,9 @@ class MixingCore:
             return
         entry.seen_at = True
         dist = msg["args"][0]
+        if self.options.pooling == "linear":
+            msg["value"] = self._fuse_linear(msg, dist, msg["kwargs"].get("dim"))
+            return
         msg["args"] = (self._fuse(msg, dist, msg["kwargs"].get("dim")),) + tuple(msg["args"][1:])
 
     def mixable(self, msg) -> None:
@@ -385,18 +393,40 @@ class MixingCore:
             )
 
     # --- fusing (M-ProbMix) --------------------------------------------------------
-    def _fuse(self, msg, dist, explicit_dim):
-        backend = self.backend
+    def _pairs_of(self, msg, dist, explicit_dim):
+        """``(dim, n, draws)``: the batch dim of ``dist`` that holds the examples, their number, the draws."""
         frame = self._pair_frame(msg, explicit_dim)
         batch_shape = tuple(dist.batch_shape)
         dim = pooling.normalise_dim(explicit_dim if frame is None else frame.dim, batch_shape)
         n = self._example_count(frame, batch_shape[dim], f"the batch dim {dim} of {msg['name']!r}'s distribution")
-        draws = self._draws()
+        return dim, n, self._draws()
+
+    def _fuse(self, msg, dist, explicit_dim):
+        backend = self.backend
+        dim, n, draws = self._pairs_of(msg, dist, explicit_dim)
         like = backend.first_param(pooling.decompose(backend, dist))
         return pooling.pool_pairs(backend, dist, draws.lam(n, like), draws.partner(n), dim, validate=False)
 
+    def _fuse_linear(self, msg, dist, explicit_dim):
+        """A draw from the ``lam``-mixture of each example's embedding density and
+        its partner's: its own draw with probability ``lam``, else a draw from the
+        partner's density (an independent second draw, taken at the partner's row)."""
+        backend = self.backend
+        dim, n, draws = self._pairs_of(msg, dist, explicit_dim)
+        own, other = self.effects.rsample(msg, dist, 0), self.effects.rsample(msg, dist, 1)
+        axis = dim - len(tuple(dist.event_shape))
+        lam = draws.lam(n, own)
+        keep = self.source.uniform(n, own) < lam
+        return backend.ops.where(along(backend, keep, axis), own,
+                                 pooling.take_partner(backend, other, draws.partner(n), axis))
+
     def _fuse_latent(self, entry: _Entry, msg) -> None:
         name = msg["name"]
+        if self.options.pooling == "linear":
+            raise ValueError(
+                f"pooling='linear' draws an embed layer from a mixture; {name!r} is a sample site, whose "
+                "ELBO would need the mixture's density: use pooling='log-linear' there, or an embed layer"
+            )
         replayed = self.effects.replayed_infer(entry.messenger, name)
         if replayed is not None:
             record = replayed.get(DRAWS_KEY)

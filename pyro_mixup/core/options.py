@@ -18,6 +18,7 @@ from .pairing import PartnerTable
 
 TARGETS = ("mixed", "expected")
 PAIRINGS = ("permutation", "shift")
+POOLINGS = ("log-linear", "linear")
 
 #: Each option's documentation, in signature order (used for both backends'
 #: docstrings; ``{key}`` is filled in by the backend's wording).
@@ -44,6 +45,11 @@ OPTION_DOCS = {
         ":param pairing: ``\"permutation\"`` (a uniform random permutation, default),\n"
         "    ``\"shift\"`` (a random cyclic shift: the same pair marginals, cheaper), or a\n"
         "    :class:`~pyro_mixup.pairing.PartnerTable` (LocK, C-Mixup)."
+    ),
+    "pooling": (
+        ":param str pooling: how ``probmix(at=...)`` fuses a pair's embedding densities:\n"
+        "    ``\"log-linear\"`` (the paper's pool, default) or ``\"linear\"`` (``z`` drawn from\n"
+        "    the ``lam``-mixture of the two densities; the paper's ablation). At embed layers only."
     ),
     "rng_key": ":param rng_key: {rng_key}",
 }
@@ -94,6 +100,7 @@ class MixOptions:
     beta: float = 0.0
     per_example: bool = False
     pairing: Any = "permutation"
+    pooling: str = "log-linear"
     rng_key: Any = None
     arrays: Any = field(default=None, compare=False, repr=False)
     #: ``perm`` as a cyclic shift when it is one (found on a concrete ``perm``):
@@ -113,6 +120,8 @@ class MixOptions:
             if isinstance(self.sites, str) or not all(isinstance(s, str) for s in self.sites):
                 raise ValueError(f"sites must be a list of site names; got {self.sites!r}")
             put("sites", frozenset(self.sites))
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}; got {self.pooling!r}")
         if isinstance(self.pairing, str):
             if self.pairing not in PAIRINGS:
                 raise ValueError(

@@ -28,10 +28,11 @@ class HandlerLeakError(RuntimeError):
 
 
 LEAK_MESSAGE = (
-    "a pyro_mixup handler ({name}) is active while the model runs for diagnostics: the "
+    "a pyro_mixup handler ({name}) is active while the model runs for diagnostics or prediction: the "
     "log-likelihood would be that of pooled densities on mixed targets, not the model's "
     "predictive density. Pass the plain model (outer probmix(model)/mixup(model) wrappers "
-    "are stripped for you) and call to_inference_data outside any `with probmix():` block."
+    "are stripped for you) and call to_inference_data or marginal_predictive outside any "
+    "`with probmix():` block."
 )
 
 

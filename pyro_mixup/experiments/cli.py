@@ -18,13 +18,24 @@ def _hidden(s: str):
 def _toy_options(p, out, epochs=500, runs=5, alpha=0.5, beta=0.0):
     p.add_argument("--out", default=out, help=f"output folder (default {out})")
     p.add_argument("--methods", default=None, help="comma list of methods (default: all)")
-    p.add_argument("--runs", type=int, default=runs, help=f"independent runs per method (default {runs})")
+    p.add_argument("--runs", type=int, default=runs,
+                   help=f"independent runs per method (default {runs or '5; 10 with --protocol paper'})")
     p.add_argument("--epochs", type=int, default=epochs, help=f"full-batch epochs (default {epochs})")
     p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
     p.add_argument("--alpha", type=float, default=alpha, help=f"lam ~ Beta(alpha, alpha) (default {alpha})")
     p.add_argument("--beta", type=float, default=beta, help=f"target jitter / label smoothing (default {beta})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _predictive_options(p):
+    from ..core.predictive import DEFAULT_NUM_DRAWS
+
+    p.add_argument("--predictive", choices=("marginal", "mean"), default="marginal",
+                   help="how M-ProbMix networks predict: the mixture over draws of the embedding (the paper's "
+                   "predictive) or the embedding's mean (default %(default)s)")
+    p.add_argument("--test-draws", type=int, default=DEFAULT_NUM_DRAWS,
+                   help="embedding draws of the marginal predictive (default %(default)s)")
 
 
 def _guard(fn):
@@ -41,8 +52,14 @@ def _guard(fn):
 
 
 def _toy_regression(args):
+    if getattr(args, "protocol", "demo") == "paper":
+        from .toy_paper import cmd
+
+        return cmd(args)
     from .toy import cmd_toy_regression
 
+    if args.runs is None:
+        args.runs = 5
     return cmd_toy_regression(args)
 
 
@@ -68,7 +85,17 @@ def add_parser(sub) -> None:
     bench = sub.add_parser("bench", help="benchmarks: toy-regression, toy-classification, uci")
     bsub = bench.add_subparsers(dest="bench", required=True)
     tr = bsub.add_parser("toy-regression", help="y = x^3 + N(0, 9), ID and OOD NLL/MSE, Figure-2-like plot")
-    _toy_options(tr, "results/toy-regression")
+    _toy_options(tr, "results/toy-regression", runs=None)
+    tr.add_argument("--protocol", choices=("demo", "paper"), default="demo",
+                    help="demo: the Pyro trainer, one alpha, raw units, 5 runs; paper: the paper's protocol "
+                    "(METHOD.md section 6) on the NumPyro trainer: standardised x and y, 80/20 validation, the "
+                    "alpha x beta grid, 10 runs (default %(default)s)")
+    tr.add_argument("--alphas", default=None, help="paper protocol: alpha grid (default 0,0.01,0.05,0.1,0.25,0.5,1; "
+                    "0 = no mixing)")
+    tr.add_argument("--betas", default=None, help="paper protocol: beta grid (default 0,0.01)")
+    tr.add_argument("--val-draws", type=int, default=100,
+                    help="paper protocol: embedding draws of the validation NLL each epoch (default %(default)s)")
+    _predictive_options(tr)
     tr.set_defaults(func=_guard(_toy_regression))
     tc = bsub.add_parser("toy-classification", help="three noisy rings: accuracy, NLL, decision boundaries")
     _toy_options(tc, "results/rings", beta=0.01)
@@ -93,5 +120,6 @@ def add_parser(sub) -> None:
     u.add_argument("--batch-size", type=int, default=64, help="minibatch size; 0 = full batch (default 64)")
     u.add_argument("--lr", type=float, default=0.005, help="Adam learning rate (default 0.005)")
     u.add_argument("--hidden", type=_hidden, default=(128, 32), help="hidden sizes (default 128-32)")
+    _predictive_options(u)
     u.add_argument("--quiet", action="store_true", help="no progress bar")
     u.set_defaults(func=_guard(_uci))

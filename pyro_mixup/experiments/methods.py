@@ -19,6 +19,16 @@ lock-m-probmix      ``probmix(at="z", pairing=NearestNeighbourPairing(x, 5))`` 5
 cmixup-probmix      ``probmix(pairing=LabelKernelPairing(y, 0.5))`` (ours)     kernel in y
 ==================  =========================================================  ============
 
+Not in the default set (name them with ``--methods``):
+
+- ``m-probmix-linear``, ``lock-m-probmix-linear``: M-ProbMix with
+  ``pooling="linear"`` (``z`` drawn from the ``lam``-mixture of the pair's
+  embedding densities, the paper's ablation);
+- ``m-probmix-star``, ``lock-m-probmix-star``: the paper's M-ProbMix*, a 64-32
+  network whose embedding std comes from a separate variance network with one
+  hidden layer of width 64 (our reading of "an additional variance embedding of
+  size 64", paper section 6.2), whatever ``--hidden`` says.
+
 :func:`wrap` builds the wrapped model for either backend; the trainers, the toy
 commands and the BNN all go through it.
 """
@@ -26,7 +36,7 @@ commands and the BNN all go through it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -45,6 +55,10 @@ class Method:
     handler: Optional[str]  # None (ERM), "mixup" or "probmix"
     at: Optional[str]  # INPUT, HIDDEN, EMBEDDING or None (ProbMix at the likelihood)
     pairing: str  # "random", "knn" or "label"
+    pooling: str = "log-linear"  # of the embedding densities (probmix at EMBEDDING)
+    hidden: Optional[Tuple[int, ...]] = None  # the method's own architecture (None: the protocol's)
+    variance_width: int = 0  # > 0: the embedding's std from a separate network of this width
+    in_default_set: bool = True  # run when no --methods are named
 
     @property
     def embedding(self) -> bool:
@@ -74,18 +88,27 @@ METHODS = {
         Method("lock-probmix", "probmix", None, "knn"),
         Method("lock-m-probmix", "probmix", EMBEDDING, "knn"),
         Method("cmixup-probmix", "probmix", None, "label"),
+        Method("m-probmix-linear", "probmix", EMBEDDING, "random", "linear", in_default_set=False),
+        Method("lock-m-probmix-linear", "probmix", EMBEDDING, "knn", "linear", in_default_set=False),
+        Method("m-probmix-star", "probmix", EMBEDDING, "random", hidden=(64, 32), variance_width=64,
+               in_default_set=False),
+        Method("lock-m-probmix-star", "probmix", EMBEDDING, "knn", hidden=(64, 32), variance_width=64,
+               in_default_set=False),
     ]
 }
 
-METHOD_NAMES = list(METHODS)
-PROBMIX_FAMILY = [n for n, m in METHODS.items() if m.handler == "probmix"]
+#: The default set of every command: the paper's methods and C-Mixup ProbMix.
+METHOD_NAMES = [n for n, m in METHODS.items() if m.in_default_set]
+#: The ProbMix family of the goal tables ("best ProbMix family"): log-linear pools, M-ProbMix* included.
+PROBMIX_FAMILY = [n for n, m in METHODS.items() if m.handler == "probmix" and m.pooling == "log-linear"]
 
 
 def parse_methods(spec: Optional[str], allowed: Optional[List[str]] = None) -> List[str]:
-    """``None``/"all" -> every allowed method; else a comma list, checked."""
-    allowed = list(allowed or METHOD_NAMES)
+    """``None``/"all" -> every method of the default set (or ``allowed``); else a
+    comma list, checked against ``allowed`` (default: every registered method)."""
     if spec is None or spec.strip().lower() in ("", "all"):
-        return allowed
+        return list(allowed or METHOD_NAMES)
+    allowed = list(allowed or METHODS)
     names = [s.strip() for s in spec.split(",") if s.strip()]
     bad = [n for n in names if n not in allowed]
     if bad:
@@ -132,5 +155,7 @@ def wrap(model, method, *, backend: str, classification: bool = False, **options
         else:
             options.setdefault("target", "mixed")
             options["beta"] = options.get("beta") or 0.01
+    if method.pooling != "log-linear":
+        options["pooling"] = method.pooling
     handler = handlers.mixup if method.handler == "mixup" else handlers.probmix
     return handler(model, at=method.at, **options)

@@ -37,15 +37,46 @@ def coverage(y, lo, hi) -> float:
 def gaussian_scores(mu, sigma, y, y_scale: float = 1.0, interval: float = 0.9) -> Dict[str, float]:
     """Test scores of a Gaussian prediction ``N(mu, sigma^2)`` made in standardised
     units against standardised ``y``, in the original units of y: ``test_nll``,
-    ``test_rmse``, ``coverage_90`` (the central ``interval``) and ``pit_mean``."""
-    from scipy.special import ndtr, ndtri
+    ``test_rmse``, ``coverage_90`` (the central ``interval``) and ``pit_mean``.
+    The one-component case of :func:`mixture_scores`."""
+    return mixture_scores(np.asarray(mu, np.float64)[None], np.asarray(sigma, np.float64)[None], y, y_scale,
+                          interval)
 
-    mu, sigma, y = (np.asarray(a, np.float64) for a in (mu, sigma, y))
-    z = ndtri(0.5 + interval / 2)
-    u = ndtr((y - mu) / sigma)
+
+def mixture_scores(means, stds, y, y_scale: float = 1.0, interval: float = 0.9, log_density=None) -> Dict[str, float]:
+    """Test scores of the equal-weight mixture of ``N(means[s], stds[s]^2)`` (arrays
+    ``(S, n)``: the components of a marginal predictive, e.g.
+    :class:`~pyro_mixup.core.predictive.MarginalPredictive`'s ``draw_means`` and the
+    square root of its ``draw_variances``), as :func:`gaussian_scores`. The PIT is
+    the mixture's CDF at ``y``; the central interval covers ``y`` where the PIT lies
+    in ``[(1 - interval) / 2, (1 + interval) / 2]``; ``log_density`` (per point,
+    standardised units) defaults to the mixture's, computed here."""
+    from scipy.special import logsumexp, ndtr
+
+    means, stds = (np.asarray(a, np.float64) for a in (means, stds))
+    y = np.asarray(y, np.float64)
+    if log_density is None:
+        r = (y - means) / stds
+        log_density = logsumexp(-HALF_LOG_2PI - np.log(stds) - 0.5 * r**2, axis=0) - math.log(means.shape[0])
+    u = ndtr((y - means) / stds).mean(0)
+    tail = (1 - interval) / 2
     return {
-        "test_nll": float(gaussian_nll(mu, sigma, y)) + math.log(y_scale),
-        "test_rmse": float(np.sqrt(np.mean((mu - y) ** 2))) * y_scale,
-        f"coverage_{round(100 * interval)}": coverage(y, mu - z * sigma, mu + z * sigma),
+        "test_nll": float(-np.mean(log_density)) + math.log(y_scale),
+        "test_rmse": float(np.sqrt(np.mean((means.mean(0) - y) ** 2))) * y_scale,
+        f"coverage_{round(100 * interval)}": float(np.mean((u >= tail) & (u <= 1 - tail))),
         "pit_mean": float(u.mean()),
     }
+
+
+def mixture_quantile(means, stds, q: float, iterations: int = 60):
+    """The ``q``-quantile of the equal-weight Gaussian mixture per point (bisection
+    on its CDF; components along axis 0)."""
+    from scipy.special import ndtr
+
+    means, stds = (np.asarray(a, np.float64) for a in (means, stds))
+    lo, hi = (means - 10 * stds).min(0), (means + 10 * stds).max(0)
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        below = ndtr((mid - means) / stds).mean(0) < q
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return 0.5 * (lo + hi)

@@ -43,19 +43,30 @@ class MLP(nn.Module):
     """``d_in -> hidden[0] -> ... -> d_out`` with ReLU; ``embedding``: the first
     hidden layer is a stochastic embedding (its variance head is two vectors)."""
 
-    def __init__(self, d_in: int, hidden: Sequence[int], d_out: int, embedding: bool = False):
+    def __init__(self, d_in: int, hidden: Sequence[int], d_out: int, embedding: bool = False,
+                 variance_width: int = 0):
         super().__init__()
         sizes = [d_in, *hidden, d_out]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.embedding = bool(embedding)
-        if embedding:
+        self.variance_width = int(variance_width)
+        if self.variance_width and not self.embedding:
+            raise ValueError("variance_width is the width of the embedding's variance network: it needs embedding=True")
+        if self.variance_width:
+            # M-ProbMix*: a separate variance network; its output starts flat at softplus(-3), as the shared head
+            self.variance = nn.Sequential(nn.Linear(d_in, self.variance_width), nn.ReLU(),
+                                          nn.Linear(self.variance_width, hidden[0]))
+            nn.init.zeros_(self.variance[2].weight)
+            nn.init.constant_(self.variance[2].bias, -3.0)
+        elif embedding:
             self.emb_a = nn.Parameter(torch.zeros(hidden[0]))
             # small initial noise: the embedding starts close to the deterministic layer
             self.emb_c = nn.Parameter(torch.full((hidden[0],), -3.0))
 
-    def embedding_dist(self, h):
-        s = F.softplus(self.emb_a * h + self.emb_c) + EMBED_MIN_SCALE
-        return dist.Normal(h, s).to_event(1)
+    def embedding_dist(self, h, x=None):
+        """``q(z | x) = N(h, s^2)``: ``s`` from the shared head on ``h``, or from the separate variance network on ``x``."""
+        v = self.variance(x) if self.variance_width else self.emb_a * h + self.emb_c
+        return dist.Normal(h, F.softplus(v) + EMBED_MIN_SCALE).to_event(1)
 
     def forward(self, x, stochastic: bool = False):
         """The network's output; ``stochastic``: with the sites the handlers act on
@@ -65,7 +76,7 @@ class MLP(nn.Module):
         h = F.relu(self.layers[0](x))
         if stochastic:
             if self.embedding:
-                h = embed(EMBEDDING, self.embedding_dist(h), dim=-1)
+                h = embed(EMBEDDING, self.embedding_dist(h, x), dim=-1)
             h = mixable(HIDDEN, h, dim=-1)
         for i, layer in enumerate(self.layers[1:], start=2):
             h = layer(h)

@@ -26,8 +26,9 @@ import numpy as np
 
 from .data import rings_data, toy_regression_data
 from .methods import METHOD_NAMES, METHODS, parse_methods
-from .metrics import gaussian_nll
-from .report import markdown_table, mean_std
+from ..core.predictive import DEFAULT_NUM_DRAWS
+from .metrics import mixture_quantile
+from .report import markdown_table, mean_std, panels
 from .results import write_json
 
 X_SCALE = 4.0
@@ -53,8 +54,9 @@ def _record(m: str, r: int, alpha: float, beta: float, epochs: int, t0: float, l
 
 
 def run_toy_regression(methods: List[str], runs: int, epochs: int, lr: float, alpha: float, beta: float,
-                       seed: int, hidden=(128, 64), progress=True):
-    from .train_pyro import fit_net, predict_regression
+                       seed: int, hidden=(128, 64), progress=True, predictive: str = "marginal",
+                       test_draws: int = DEFAULT_NUM_DRAWS):
+    from .train_pyro import fit_net, predictive_draws
 
     grid = np.linspace(-4.5, 6.5, 300)
     records, curves = [], {}
@@ -68,14 +70,14 @@ def run_toy_regression(methods: List[str], runs: int, epochs: int, lr: float, al
         scores = {}
         for part in ("id", "ood"):
             xt, yt = d[part]
-            mu, sg = predict_regression(net, xt[:, None] / X_SCALE)
-            scores[f"{part}_nll"] = float(gaussian_nll(mu * ys, sg * ys, yt))
-            scores[f"{part}_mse"] = float(np.mean((mu * ys - yt) ** 2))
+            means, _, ld = predictive_draws(net, xt[:, None] / X_SCALE, yt / ys, predictive, test_draws)
+            scores[f"{part}_nll"] = float(-ld.mean()) + math.log(ys)
+            scores[f"{part}_mse"] = float(np.mean((means.mean(0) * ys - yt) ** 2))
+        scores["predictive_draws"] = len(means)
         records.append(_record(m, r, alpha, beta, epochs, t0, losses, **scores))
         if r == 0:
-            mu, sg = predict_regression(net, grid[:, None] / X_SCALE)
-            curves[m] = dict(x=grid.tolist(), mean=(mu * ys).tolist(), std=(sg * ys).tolist(),
-                             x_train=x.tolist(), y_train=y.tolist())
+            means, stds, _ = predictive_draws(net, grid[:, None] / X_SCALE, None, predictive, test_draws)
+            curves[m] = dict(x=grid.tolist(), means=means * ys, stds=stds * ys, x_train=x.tolist(), y_train=y.tolist())
     return records, curves
 
 
@@ -88,28 +90,22 @@ def regression_table(records, methods) -> str:
 
 
 def regression_figure(curves: Dict, path: str, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(curves)
-    cols = min(5, len(names))
-    rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.6 * rows), sharex=True, sharey=True, squeeze=False)
-    for ax in axes.flat[len(names):]:
-        ax.axis("off")
-    for ax, m in zip(axes.flat, names):
+    fig, axes = panels(len(names))
+    for ax, m in zip(axes, names):
         c = curves[m]
-        x, mu, sd = (np.asarray(c[k]) for k in ("x", "mean", "std"))
+        x = np.asarray(c["x"])
+        lo, hi = mixture_quantile(c["means"], c["stds"], 0.025), mixture_quantile(c["means"], c["stds"], 0.975)
         ax.axvspan(4, 6.5, color="0.92", lw=0)
         ax.plot(x, x**3, "k--", lw=0.8, label="x^3")
-        ax.fill_between(x, mu - 1.96 * sd, mu + 1.96 * sd, color="C0", alpha=0.3, lw=0, label="95%")
-        ax.plot(x, mu, "C0", lw=1.2, label="mean")
+        ax.fill_between(x, lo, hi, color="C0", alpha=0.3, lw=0, label="95%")
+        ax.plot(x, c["means"].mean(0), "C0", lw=1.2, label="mean")
         ax.plot(c["x_train"], c["y_train"], "o", ms=2, color="C3", label="train")
         ax.set_title(m, fontsize=9)
         ax.set_ylim(-150, 300)
-    axes.flat[0].legend(fontsize=6, loc="upper left")
+    axes[0].legend(fontsize=6, loc="upper left")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -181,13 +177,17 @@ def _command(args, name: str, methods: List[str], run, table, figure, title: str
     torch.set_num_threads(1)  # tiny networks: one torch thread is faster than two (and shares the cores politely)
     os.makedirs(args.out, exist_ok=True)
     t0 = time.perf_counter()
+    extra = {}
+    if run is run_toy_regression:  # the predictive of embedding networks (the demo: the defaults)
+        extra = dict(predictive=getattr(args, "predictive", "marginal"),
+                     test_draws=getattr(args, "test_draws", DEFAULT_NUM_DRAWS))
     records, plot = run(methods, args.runs, args.epochs, args.lr, args.alpha, args.beta, args.seed,
-                        progress=not args.quiet)
+                        progress=not args.quiet, **extra)
     wall = time.perf_counter() - t0
     fig, path = os.path.join(args.out, f"{name}.png"), os.path.join(args.out, f"{name}.json")
     figure(plot, fig)
     write_json(path, dict(settings=dict(runs=args.runs, epochs=args.epochs, lr=args.lr, alpha=args.alpha,
-                                        beta=args.beta, seed=args.seed, hidden=[128, 64]),
+                                        beta=args.beta, seed=args.seed, hidden=[128, 64], **extra),
                           wall_seconds=wall, records=records))
     print(f"\n{title}\n")
     print(table(records, methods))
@@ -201,7 +201,8 @@ def cmd_toy_regression(args) -> int:
         lambda curves, fig: regression_figure(
             curves, fig, "y = x^3 + N(0, 9): predictive mean and 95% band (run 0); grey: OOD x in [4, 6]"),
         f"Toy regression (mean ± std over {args.runs} runs; NLL per point and MSE in original units; "
-        f"alpha = {args.alpha:g}, beta = {args.beta:g}, {args.epochs} epochs)")
+        f"alpha = {args.alpha:g}, beta = {args.beta:g}, {args.epochs} epochs; M-ProbMix: "
+        f"{getattr(args, 'predictive', 'marginal')} predictive over the embedding)")
 
 
 def cmd_toy_classification(args) -> int:

@@ -48,9 +48,14 @@ import optax
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.optim import optax_to_numpyro
 
+from ..core.predictive import DEFAULT_NUM_DRAWS
+from ..numpyro import marginal_predictive
 from . import metrics
 from .methods import METHODS, Method, partner_table, wrap
 from .nets_numpyro import GaussianMLP
+
+#: ``TrainConfig.predictive``: "marginal" over the embedding, or its "mean".
+EMBEDDING_PREDICTIVES = ("marginal", "mean")
 
 #: The PRNG of the training keys (and so of the embedding noise). Measured on this
 #: CPU by benchmarks/epoch_cost.py --prng: threefry draws normals faster than
@@ -66,6 +71,20 @@ class TrainConfig:
     batch_size: int = 64  # 0: full batch
     beta: float = 0.0  # target jitter of the mixing methods
     clip_norm: float = CLIP_NORM
+    #: How a network with an embedding layer predicts: "marginal" (the mixture over
+    #: ``test_draws`` draws of the embedding, the paper's predictive) or "mean" (the
+    #: embedding at its mean). Networks without one are deterministic either way.
+    predictive: str = "marginal"
+    test_draws: int = DEFAULT_NUM_DRAWS
+    #: Draws of the per-epoch validation NLL of an embedding network (0: the mean
+    #: embedding, cheap; on the large UCI sets a marginal every epoch costs more than the epoch).
+    val_draws: int = 0
+
+    def __post_init__(self):
+        if self.predictive not in EMBEDDING_PREDICTIVES:
+            raise ValueError(f"predictive must be one of {EMBEDDING_PREDICTIVES}; got {self.predictive!r}")
+        if self.test_draws < 1 or self.val_draws < 0:
+            raise ValueError(f"test_draws must be >= 1 and val_draws >= 0; got {self.test_draws}, {self.val_draws}")
 
     def batch_plan(self, n_fit: int):
         """``(batch size, batches per epoch)``; a minibatch holds anchors and partners, so it is even."""
@@ -142,6 +161,18 @@ def build(net: GaussianMLP, method: Method, cfg: TrainConfig, n_fit: int):
     half = size // 2
     units = jnp.asarray(_units_mod(n_fit))
     svi = SVI(_training_model(net, method, cfg, size, full), _empty_guide, optimizer(cfg.lr, cfg.clip_norm), Trace_ELBO())
+    marginal_val = net.embedding and cfg.predictive == "marginal" and cfg.val_draws > 0
+
+    def validation_nll(params, xv, yv, key):
+        if marginal_val:
+            return -marginal_predictive(net, key, xv, yv, params=params, num_draws=cfg.val_draws).log_density.mean()
+        return metrics.gaussian_nll(*net.predict(params, xv), yv, xp=jnp)
+
+    def embed_scale(params, x):
+        """The embedding's mean std on the fitting rows (it can collapse: nothing in the loss keeps it up)."""
+        if not net.embedding:
+            return jnp.float32(0.0)
+        return net.embedding_dist(params, net.first(params, x), x).base_dist.scale.mean()
 
     def one_member(key, alpha, split, table, X, Y, XV, YV, CAND, CDF):
         x, y, xv, yv = X[split], Y[split], XV[split], YV[split]
@@ -152,12 +183,14 @@ def build(net: GaussianMLP, method: Method, cfg: TrainConfig, n_fit: int):
 
         def step(state, batch):
             k_lam, xb, yb, perm = batch
-            lam = jax.random.beta(k_lam, alpha, alpha) if method.mixes else None
+            # alpha 0 is "no mixing" (lam = 1), the limit of Beta(alpha, alpha) draws' effect; Beta(0, 0) is NaN
+            lam = jnp.where(alpha > 0, jax.random.beta(k_lam, jnp.maximum(alpha, 1e-6), jnp.maximum(alpha, 1e-6)),
+                            1.0) if method.mixes else None
             return svi.update(state, xb, yb, lam=lam, perm=perm)
 
         def epoch(carry, k):
             state, best = carry
-            k_a, k_b, k_pair, k_lam = jax.random.split(k, 4)
+            k_a, k_b, k_pair, k_lam, k_val = jax.random.split(k, 5)
             lam_keys = jax.random.split(k_lam, n_batches)
             if full:
                 rows = jnp.arange(n_fit)[None]
@@ -176,19 +209,20 @@ def build(net: GaussianMLP, method: Method, cfg: TrainConfig, n_fit: int):
                 perm = rows  # unused: a minibatch pairs its halves
             state, losses = jax.lax.scan(step, state, (lam_keys, x[rows], y[rows], perm))
             params = svi.get_params(state)
-            val = metrics.gaussian_nll(*net.predict(params, xv), yv, xp=jnp)
+            val = validation_nll(params, xv, yv, k_val)
             best_val, best_params, best_epoch, count = best
             better = val < best_val  # NaN never improves
             best = (jnp.where(better, val, best_val),
                     jax.tree.map(lambda new, old: jnp.where(better, new, old), params, best_params),
                     jnp.where(better, count, best_epoch), count + 1)
-            return (state, best), losses.mean()
+            return (state, best), (losses.mean(), embed_scale(params, x))
 
         best0 = (jnp.inf, svi.get_params(state), jnp.asarray(-1), jnp.asarray(0))
-        (state, (best_val, best_params, best_epoch, _)), train_loss = jax.lax.scan(
+        (state, (best_val, best_params, best_epoch, _)), (train_loss, scale) = jax.lax.scan(
             epoch, (state, best0), jax.random.split(k_train, cfg.epochs))
         steps = state.optim_state[0]  # optimiser updates made: epochs x batches per epoch
-        return dict(params=best_params, val_nll=best_val, best_epoch=best_epoch + 1, train_loss=train_loss, steps=steps)
+        return dict(params=best_params, val_nll=best_val, best_epoch=best_epoch + 1, train_loss=train_loss, steps=steps,
+                    embed_scale=scale)
 
     shared = (None,) * 6
     return jax.jit(jax.vmap(one_member, in_axes=(0, 0, 0, 0, *shared)))
@@ -273,6 +307,43 @@ def _predictor(net: GaussianMLP):
     return jax.jit(jax.vmap(net.predict))
 
 
+@functools.lru_cache(maxsize=32)
+def _scorer(net: GaussianMLP, num_draws: int, embedding: str):
+    """Jitted, over members: ``(params, key, x, y) -> (log density, draw means, draw stds)``
+    of :func:`pyro_mixup.numpyro.marginal_predictive` (the library's own predictive)."""
+
+    def one(params, key, x, y):
+        p = marginal_predictive(net, key, x, y, params=params, num_draws=num_draws, embedding=embedding,
+                                batch_size=min(num_draws, 25))
+        return p.log_density, p.draw_means, jnp.sqrt(p.draw_variances)
+
+    return jax.jit(jax.vmap(one))
+
+
+def predictive_scores(net: GaussianMLP, cfg: TrainConfig, params, keys, x, y, y_scales, chunk: int = 10) -> List[Dict]:
+    """Test scores per member (leading axis of ``params``, ``keys``, ``x``, ``y``;
+    standardised units in, original units out) of the predictive ``cfg`` asks for:
+    the marginal over ``cfg.test_draws`` embedding draws, or the mean embedding.
+    Embedding networks also get ``test_nll_mean_embedding``, for comparison."""
+    marginal = net.embedding and cfg.predictive == "marginal"
+    score = _scorer(net, cfg.test_draws if marginal else 1, "sample" if marginal else "mean")
+    out = []
+    for start in range(0, len(keys), chunk):
+        part = slice(start, start + chunk)
+        ld, means, stds = jax.tree.map(np.asarray, score(jax.tree.map(lambda a: a[part], params), keys[part],
+                                                         x[part], y[part]))
+        if net.embedding:
+            mu, sigma = jax.tree.map(np.asarray, _predictor(net)(jax.tree.map(lambda a: a[part], params), x[part]))
+        for j in range(len(ld)):
+            i = start + j
+            rec = metrics.mixture_scores(means[j], stds[j], y[i], y_scales[i], log_density=ld[j])
+            rec.update(predictive="marginal" if marginal else "mean", predictive_draws=int(means.shape[1]))
+            if net.embedding:
+                rec["test_nll_mean_embedding"] = metrics.gaussian_scores(mu[j], sigma[j], y[i], y_scales[i])["test_nll"]
+            out.append(rec)
+    return out
+
+
 def member_key(seed: int, split: int, alpha: float, method: str):
     """A member's training key, from the seed, split, alpha and method (a resumed run draws the same)."""
     mix = zlib.crc32(f"{method}/{alpha!r}".encode())
@@ -304,44 +375,61 @@ def partner_tables(methods: Sequence[Method], splits) -> tuple:
     return index, cand, cdf
 
 
+def network(method: Method, d_in: int, hidden: Sequence[int]) -> GaussianMLP:
+    """The network ``method`` trains: the protocol's ``hidden`` sizes unless the method has its own."""
+    return GaussianMLP(d_in, tuple(method.hidden or hidden), embedding=method.embedding,
+                       variance_width=method.variance_width)
+
+
 def same_graph(method: Method) -> tuple:
     """Methods with the same key train in one compiled function (they differ only in partners)."""
-    return (method.handler, method.at)
+    return (method.handler, method.at, method.pooling, method.hidden, method.variance_width)
+
+
+def train_members(splits: List, method_names: Sequence[str], alphas: Sequence[float], cfg: TrainConfig, seed: int,
+                  hidden: Sequence[int] = (128, 32), max_members: int = 120):
+    """Train every (method, alpha, split) of ``method_names`` (one :func:`same_graph`
+    key; splits of one shape) side by side. Returns ``(net, members, results)``:
+    ``members`` a list of ``(method, alpha, split position)`` and ``results`` the
+    trainer's arrays (``params``, ``val_nll``, ``best_epoch``, ``train_loss``,
+    ``embed_scale``, ``steps``) with the members along axis 0, plus ``keys``.
+    ``max_members`` bounds one call's memory."""
+    methods = [METHODS[m] for m in method_names]
+    if len({same_graph(m) for m in methods}) != 1:
+        raise ValueError(f"run_members trains methods of one handler and at= together; got {list(method_names)}")
+    net = network(methods[0], splits[0].x_fit.shape[1], hidden)
+    table_of, cand, cdf = partner_tables(methods, splits)
+    data = [np.stack([getattr(s, a) for s in splits]) for a in ("x_fit", "y_fit", "x_val", "y_val")]
+    train = build(net, methods[0], cfg, data[0].shape[1])
+    members = [(m.name, float(a), i) for m in methods for a in (alphas if m.mixes else [0.0]) for i in range(len(splits))]
+    results = []
+    for start in range(0, len(members), max_members):
+        chunk = members[start : start + max_members]
+        keys = jnp.stack([member_key(seed, splits[i].index, a, m) for m, a, i in chunk])
+        res = train(keys, jnp.asarray([a for _, a, _ in chunk], jnp.float32), jnp.asarray([i for _, _, i in chunk]),
+                    jnp.asarray([table_of.get((m, i), -1) for m, _, i in chunk]), *data, cand, cdf)
+        results.append(dict(res, keys=jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)))
+    return net, members, jax.tree.map(lambda *a: jnp.concatenate(a), *results)
 
 
 def run_members(splits: List, method_names: Sequence[str], alphas: Sequence[float], cfg: TrainConfig, seed: int,
                 hidden: Sequence[int] = (128, 32), max_members: int = 120) -> Dict[tuple, Dict]:
-    """Train every (method, alpha, split) of ``method_names`` (one :func:`same_graph`
-    key; splits of one shape) side by side; returns ``{(method, alpha, split index):
-    result}``, scores in the original units of y. ``max_members`` bounds one call's memory."""
-    methods = [METHODS[m] for m in method_names]
-    if len({same_graph(m) for m in methods}) != 1:
-        raise ValueError(f"run_members trains methods of one handler and at= together; got {list(method_names)}")
-    net = GaussianMLP(splits[0].x_fit.shape[1], tuple(hidden), embedding=methods[0].embedding)
-    table_of, cand, cdf = partner_tables(methods, splits)
-    data = [np.stack([getattr(s, a) for s in splits]) for a in ("x_fit", "y_fit", "x_val", "y_val")]
-    train = build(net, methods[0], cfg, data[0].shape[1])
-    members = [(m, a, i) for m in methods for a in (alphas if m.mixes else [0.0]) for i in range(len(splits))]
-    out = {}
-    for start in range(0, len(members), max_members):
-        chunk = members[start : start + max_members]
-        keys = jnp.stack([member_key(seed, splits[i].index, a, m.name) for m, a, i in chunk])
-        res = train(keys, jnp.asarray([a for _, a, _ in chunk], jnp.float32), jnp.asarray([i for _, _, i in chunk]),
-                    jnp.asarray([table_of.get((m.name, i), -1) for m, _, i in chunk]), *data, cand, cdf)
-        x_test = np.stack([splits[i].x_test for _, _, i in chunk])
-        mu, sigma = _predictor(net)(res["params"], x_test)
-        res = jax.tree.map(np.asarray, dict(res, mu=mu, sigma=sigma))
-        for j, (m, a, i) in enumerate(chunk):
-            out[(m.name, float(a), splits[i].index)] = _record(splits[i], j, res)
-    return out
+    """:func:`train_members`, then each member scored on its split's test rows;
+    returns ``{(method, alpha, split index): record}``, scores in the original units of y."""
+    net, members, res = train_members(splits, method_names, alphas, cfg, seed, hidden, max_members)
+    split_of = [i for _, _, i in members]
+    scores = predictive_scores(net, cfg, res["params"], res["keys"], np.stack([splits[i].x_test for i in split_of]),
+                               np.stack([splits[i].y_test for i in split_of]), [splits[i].y_std for i in split_of])
+    res = jax.tree.map(np.asarray, {k: v for k, v in res.items() if k != "keys"})
+    return {(m, a, splits[i].index): _record(splits[i], j, res, scores[j]) for j, (m, a, i) in enumerate(members)}
 
 
-def _record(split, i: int, res: Dict) -> Dict:
+def _record(split, i: int, res: Dict, scores: Dict) -> Dict:
     log_scale = math.log(split.y_std)
     val_std = float(res["val_nll"][i])
     constant = float(metrics.gaussian_nll(0.0, 1.0, split.y_val.astype(np.float64)))
     return dict(
-        **metrics.gaussian_scores(res["mu"][i], res["sigma"][i], split.y_test, split.y_std),
+        **scores,
         val_nll=val_std + log_scale,
         best_epoch=int(res["best_epoch"][i]),
         steps=int(res["steps"][i]),
@@ -350,4 +438,12 @@ def _record(split, i: int, res: Dict) -> Dict:
         # a network no better on validation than predicting N(0, 1) did not train
         learned=bool(val_std < constant - 0.01),
         prng=PRNG_IMPL,
+        **_embed_scales(res["embed_scale"][i]),
     )
+
+
+def _embed_scales(per_epoch) -> Dict:
+    """First and last epoch's mean embedding std (an embedding network's; 0 for the others)."""
+    if not per_epoch[0] > 0:
+        return {}
+    return dict(embed_scale_first=float(per_epoch[0]), embed_scale_last=float(per_epoch[-1]))

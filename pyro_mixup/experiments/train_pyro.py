@@ -34,8 +34,10 @@ from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import PyroOptim
 
+from .. import marginal_predictive
+from ..core.predictive import DEFAULT_NUM_DRAWS
 from . import methods as M
-from .metrics import gaussian_nll, gaussian_scores
+from .metrics import gaussian_nll, gaussian_scores, mixture_scores
 from .nets_pyro import MLP, gaussian_head, model_of
 
 #: Global gradient-norm clip of every method. Why: on naval, ERM under plain Adam had
@@ -213,7 +215,8 @@ def fit_net(
     method = M.METHODS[method] if isinstance(method, str) else method
     pyro.set_rng_seed(seed)  # the initial weights, then the training's draws
     x = np.asarray(x, np.float32).reshape(len(x), -1)
-    net = MLP(x.shape[1], hidden, n_classes if classification else 2, embedding=method.embedding)
+    net = MLP(x.shape[1], tuple(method.hidden or hidden), n_classes if classification else 2,
+              embedding=method.embedding, variance_width=method.variance_width)
     losses = fit(model_of(net, classification), None, x, y, method=method, alpha=alpha, beta=beta, epochs=epochs,
                  lr=lr, batch_size=batch_size, seed=None, classification=classification, progress=progress,
                  on_epoch=None if on_epoch is None else (lambda epoch, loss: on_epoch(epoch, net, loss)))
@@ -235,11 +238,42 @@ def predict_proba(net: MLP, x):
     return torch.softmax(net(xt), -1).numpy().astype(np.float64)
 
 
+def predictive_draws(net: MLP, x, y=None, predictive: str = "marginal", draws: int = DEFAULT_NUM_DRAWS):
+    """The regression network's predictive as Gaussian components ``(means, stds)``,
+    arrays ``(S, n)`` in training units, and the log density per point at ``y``
+    (None without ``y``): for an embedding network under ``predictive="marginal"``
+    the ``draws`` components of :func:`pyro_mixup.marginal_predictive`, else the
+    deterministic network (the mean embedding), one component."""
+    if not (net.embedding and predictive == "marginal"):
+        mu, sg = predict_regression(net, x)
+        ld = None if y is None else -(0.5 * math.log(2 * math.pi) + np.log(sg) + 0.5 * ((np.asarray(y) - mu) / sg) ** 2)
+        return mu[None], sg[None], ld
+    xt = _tensor(np.asarray(x, np.float32).reshape(len(x), -1))
+    p = marginal_predictive(model_of(net), xt, None if y is None else _tensor(y), num_draws=draws)
+    ld = None if p.log_density is None else p.log_density.numpy().astype(np.float64)
+    return p.draw_means.numpy().astype(np.float64), p.draw_variances.sqrt().numpy().astype(np.float64), ld
+
+
+def predictive_scores(net: MLP, x, y, y_scale: float, predictive: str = "marginal",
+                      test_draws: int = DEFAULT_NUM_DRAWS) -> Dict:
+    """Test scores (original units of y) of :func:`predictive_draws`, by
+    :func:`~pyro_mixup.experiments.metrics.mixture_scores`; embedding networks also
+    get ``test_nll_mean_embedding``."""
+    means, stds, ld = predictive_draws(net, x, y, predictive, test_draws)
+    marginal = len(means) > 1 or (net.embedding and predictive == "marginal")
+    scores = dict(mixture_scores(means, stds, y, y_scale, log_density=ld),
+                  predictive="marginal" if marginal else "mean", predictive_draws=len(means))
+    if net.embedding:
+        mu, sg = predict_regression(net, x)
+        scores["test_nll_mean_embedding"] = gaussian_scores(mu, sg, y, y_scale)["test_nll"]
+    return scores
+
+
 def run_split(split, method_name: str, alpha: float, beta: float, epochs: int, lr: float, hidden, seed: int,
-              batch_size: Optional[int] = 0) -> Dict:
+              batch_size: Optional[int] = 0, predictive: str = "marginal", test_draws: int = DEFAULT_NUM_DRAWS) -> Dict:
     """The UCI protocol on one :class:`~pyro_mixup.experiments.data.Split`: train on
     its fitting rows, keep the weights of the epoch with the best validation NLL,
-    score the test rows (original units of y, :func:`~pyro_mixup.experiments.metrics.gaussian_scores`).
+    score the test rows (original units of y, :func:`predictive_scores`).
 
     ``learned``: the best validation NLL beats the constant ``N(0, 1)`` prediction on
     the same rows by 0.01 (a network that died to a constant does not)."""
@@ -255,11 +289,10 @@ def run_split(split, method_name: str, alpha: float, beta: float, epochs: int, l
                           beta=beta, batch_size=batch_size, seed=seed * 100003 + split.index, on_epoch=on_epoch)
     if best["state"] is not None:
         net.load_state_dict(best["state"])
-    mu, sg = predict_regression(net, split.x_test)
     y_val = np.asarray(split.y_val, np.float64)
     constant = float(gaussian_nll(0.0, 1.0, y_val))
     return dict(
-        **gaussian_scores(mu, sg, split.y_test, split.y_std),
+        **predictive_scores(net, split.x_test, split.y_test, split.y_std, predictive, test_draws),
         val_nll=best["val"] + math.log(split.y_std),
         best_epoch=best["epoch"] + 1,
         train_loss_first=float(losses[0]),

@@ -27,8 +27,18 @@ from .results import RecordStore, write_json
 
 #: The paper's grid (its toy experiments) plus 0.2.
 DEFAULT_ALPHAS = (0.01, 0.05, 0.1, 0.2, 0.5, 1.0)
-KEY_FIELDS = ("dataset", "method", "split", "alpha", "beta", "epochs", "backend", "batch_size", "lr", "seed", "hidden")
+KEY_FIELDS = ("dataset", "method", "split", "alpha", "beta", "epochs", "backend", "batch_size", "lr", "seed", "hidden",
+              "predictive", "predictive_draws")
 SETTING_FIELDS = ("beta", "epochs", "backend", "batch_size", "lr", "seed", "hidden")
+
+
+def predictive_of(method: str, predictive: str, test_draws: int) -> Dict:
+    """The predictive a method's records are scored with: the marginal over
+    ``test_draws`` embedding draws for an embedding network under ``--predictive
+    marginal``, else the deterministic network (the mean embedding), one draw."""
+    if METHODS[method].embedding and predictive == "marginal":
+        return dict(predictive="marginal", predictive_draws=int(test_draws))
+    return dict(predictive="mean", predictive_draws=1)
 
 
 def _worker_init(backend: str):
@@ -60,7 +70,8 @@ def run_config(task: Dict) -> List[Dict]:
     if task["backend"] == "numpyro":
         from . import train_numpyro as T
 
-        cfg = T.TrainConfig(epochs=task["epochs"], lr=task["lr"], batch_size=task["batch_size"], beta=task["beta"])
+        cfg = T.TrainConfig(epochs=task["epochs"], lr=task["lr"], batch_size=task["batch_size"], beta=task["beta"],
+                            predictive=task["predictive"], test_draws=task["test_draws"])
         groups = defaultdict(list)  # vmap needs equal shapes
         for s in splits:
             groups[(s.x_fit.shape, s.x_val.shape, s.x_test.shape)].append(s)
@@ -73,7 +84,9 @@ def run_config(task: Dict) -> List[Dict]:
             for alpha in (task["alphas"] if METHODS[m].mixes else [0.0]):
                 for s in splits:
                     results[(m, alpha, s.index)] = P.run_split(s, m, alpha, task["beta"], task["epochs"], task["lr"],
-                                                               hidden, task["seed"], task["batch_size"])
+                                                               hidden, task["seed"], task["batch_size"],
+                                                               predictive=task["predictive"],
+                                                               test_draws=task["test_draws"])
     seconds = time.perf_counter() - t0
     n_fit = {s.index: int(len(s.y_fit)) for s in splits}
     recs = []
@@ -96,7 +109,8 @@ def plan(args, datasets: Dict[str, D.Dataset], methods: List[str], alphas, store
         splits = D.parse_splits(args.splits, ds.n_splits)
         base = dict(dataset=name, path=ds.path, beta=float(args.beta), epochs=int(args.epochs),
                     backend=args.backend, batch_size=int(args.batch_size), lr=float(args.lr), seed=int(args.seed),
-                    hidden="-".join(map(str, args.hidden)))
+                    hidden="-".join(map(str, args.hidden)), predictive=args.predictive,
+                    test_draws=int(args.test_draws))
         graphs = defaultdict(list)
         for m in methods:
             graphs[same_graph(METHODS[m]) if args.backend == "numpyro" else m].append(m)
@@ -104,7 +118,8 @@ def plan(args, datasets: Dict[str, D.Dataset], methods: List[str], alphas, store
             todo_methods, todo_alphas, todo_splits = [], set(), set()
             for m in group:
                 for a in (alphas if METHODS[m].mixes else (0.0,)):
-                    missing = [k for k in splits if not store.has({**base, "method": m, "alpha": float(a), "split": k})]
+                    key = {**base, "method": m, "alpha": float(a), **predictive_of(m, args.predictive, args.test_draws)}
+                    missing = [k for k in splits if not store.has({**key, "split": k})]
                     if missing:
                         todo_methods.append(m)
                         todo_alphas.add(float(a))
@@ -232,6 +247,8 @@ def run(args) -> int:
         raise ValueError(f"--alphas must be a comma list of positive numbers; got {args.alphas!r}")
     if args.epochs < 1:
         raise ValueError("--epochs must be at least 1")
+    if args.test_draws < 1:
+        raise ValueError("--test-draws must be at least 1")
     if args.batch_size < 0:
         raise ValueError("--batch-size must be 0 (full batch) or positive")
     if args.backend == "numpyro" and args.batch_size % 2:
@@ -273,10 +290,11 @@ def run(args) -> int:
     wall = time.perf_counter() - t0
     settings = dict(epochs=args.epochs, backend=args.backend, batch_size=args.batch_size or "full", lr=args.lr,
                     hidden="-".join(map(str, args.hidden)), beta=args.beta, seed=args.seed,
-                    alphas=",".join(f"{a:g}" for a in alphas))
+                    alphas=",".join(f"{a:g}" for a in alphas), predictive=args.predictive, test_draws=args.test_draws)
     want = dict(epochs=args.epochs, backend=args.backend, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                 beta=args.beta, hidden=settings["hidden"])
     mine = [r for r in store.records if all(r.get(k) == v for k, v in want.items())
+            and all(r.get(k) == v for k, v in predictive_of(r["method"], args.predictive, args.test_draws).items())
             and r["dataset"] in datasets and r["split"] in splits_of[r["dataset"]]
             and (r["alpha"] in alphas or not METHODS[r["method"]].mixes)]
     md = os.path.join(args.out, "uci.md")

@@ -2,7 +2,8 @@
 
 Same API as :mod:`pyro_mixup`, for NumPyro models: :func:`log_linear_pool`,
 :func:`pool_pairs`, :func:`register`, the primitives :func:`embed` and
-:func:`mixable`, and the handlers in :mod:`pyro_mixup.numpyro.handlers`
+:func:`mixable`, the marginal predictive :func:`marginal_predictive` (with
+:func:`mean_embedding`), and the handlers in :mod:`pyro_mixup.numpyro.handlers`
 (:func:`~pyro_mixup.numpyro.handlers.probmix`,
 :func:`~pyro_mixup.numpyro.handlers.mixup`). A thin adapter over
 :mod:`pyro_mixup.core`: backend, random, distributions, primitives, handlers.
@@ -12,6 +13,7 @@ from ..core.errors import MixupUsageError, UnsupportedDistributionError
 from . import handlers
 from .backend import log_linear_pool, pool_pairs, register
 from .handlers import mixup, probmix
+from .predictive import marginal_predictive, mean_embedding
 from .primitives import embed, mixable
 
 __all__ = [
@@ -25,4 +27,6 @@ __all__ = [
     "handlers",
     "probmix",
     "mixup",
+    "marginal_predictive",
+    "mean_embedding",
 ]

@@ -61,6 +61,14 @@ class NumPyroEffects:
         return KeyedRandom(options.rng_key, table)
 
     @staticmethod
+    def rsample(msg, dist, index):
+        """Draw ``index`` of an embed layer's distribution, from the layer's own key."""
+        key = msg["kwargs"].get("rng_key")
+        if key is None:
+            return msg["fn"](dist, rng_key=None)  # refuses, naming the layer: no seed around the model
+        return dist.rsample(jax.random.fold_in(key, index))
+
+    @staticmethod
     def frames(msg):
         return [f for f in _plates(msg) if f.dim is not None and f.name not in PARTICLE_PLATES]
 

@@ -14,10 +14,6 @@ import numpyro
 from numpyro.primitives import _PYRO_STACK, apply_stack
 
 
-def _embed(distribution, dim=None, rng_key=None):
-    return distribution.rsample(rng_key)
-
-
 def _mixable(tensor, event_dim=None, dim=None):
     return tensor
 
@@ -74,10 +70,14 @@ def embed(name: str, distribution, *, dim=None, rng_key=None):
             raise _no_key(name)
         return distribution.rsample(rng_key)
     if rng_key is None:
-        rng_key = numpyro.prng_key()
-        if rng_key is None:
+        rng_key = numpyro.prng_key()  # None without a seed: refused when (and only if) a draw is made
+
+    def draw(distribution, dim=None, rng_key=None):
+        if rng_key is None:  # a handler such as mean_embedding may answer without a draw
             raise _no_key(name)
-    return _send("embed", name, _embed, distribution, {"dim": dim, "rng_key": rng_key})
+        return distribution.rsample(rng_key)
+
+    return _send("embed", name, draw, distribution, {"dim": dim, "rng_key": rng_key})
 
 
 def mixable(name: str, tensor, *, event_dim=None, dim=None):

@@ -236,3 +236,6 @@ class KeyedRandom:
     # --- jitter -----------------------------------------------------------------
     def normal(self, like):
         return self.stream.normal(jnp.shape(like), jnp.result_type(like))
+
+    def uniform(self, n, like):
+        return self.stream.uniform((n,), jnp.result_type(like))

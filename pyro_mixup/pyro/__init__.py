@@ -5,6 +5,8 @@ the top of :mod:`pyro_mixup` (``log_linear_pool``, ``embed``, ...) and in
 
 from .backend import log_linear_pool, pool_pairs, register
 from .handlers import mixup, probmix
+from .predictive import marginal_predictive, mean_embedding
 from .primitives import embed, mixable
 
-__all__ = ["log_linear_pool", "pool_pairs", "register", "embed", "mixable", "probmix", "mixup"]
+__all__ = ["log_linear_pool", "pool_pairs", "register", "embed", "mixable", "probmix", "mixup",
+           "marginal_predictive", "mean_embedding"]

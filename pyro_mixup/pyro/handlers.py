@@ -53,6 +53,7 @@ class PyroEffects:
     size = staticmethod(torch_random.size)
     random_source = staticmethod(lambda options: torch_random.TorchRandom())
     staging = staticmethod(torch.jit.is_tracing)
+    rsample = staticmethod(lambda msg, dist, index: dist.rsample())
 
     @staticmethod
     def frames(msg):

@@ -94,6 +94,10 @@ class TorchRandom:
     def normal(like):
         return torch.randn_like(like)
 
+    @staticmethod
+    def uniform(n: int, like):
+        return torch.rand(n, dtype=like.dtype, device=like.device)
+
 
 def size(n) -> int:
     """A plate size as a Python int: sizes are tensors under torch.jit tracing

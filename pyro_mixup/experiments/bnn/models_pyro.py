@@ -45,7 +45,7 @@ from pyro.nn import PyroModule, PyroSample
 from torch import nn
 
 from ... import embed as embed_layer
-from ... import mixable
+from ... import marginal_predictive, mixable
 from .. import methods as M
 from .. import train_pyro
 from ..data import standardisation
@@ -208,17 +208,11 @@ def fit(
     return guide
 
 
-@torch.no_grad()
 def predict(model: BNNRegressor, guide, x, num_samples: int = 200):
     """Posterior-predictive ``(loc, scale)`` per draw, arrays ``[num_samples, n]``:
-    each draw runs the guide once and the model once (a fresh embedding draw),
-    so mixtures over the draws marginalise weights and embedding noise."""
+    the components of :func:`pyro_mixup.marginal_predictive` (each draw runs the
+    guide once and the model once, a fresh embedding draw), so mixtures over the
+    draws marginalise weights and embedding noise."""
     x = torch.as_tensor(np.asarray(x), dtype=torch.get_default_dtype())
-    locs, scales = [], []
-    for _ in range(num_samples):
-        tr = poutine.trace(guide).get_trace(x)
-        with poutine.replay(trace=tr):
-            loc, scale = model.predict_params(x)
-        locs.append(loc)
-        scales.append(scale)
-    return torch.stack(locs).numpy(), torch.stack(scales).numpy()
+    pred = marginal_predictive(model, x, guide=guide, num_draws=num_samples)
+    return pred.draw_means.numpy(), pred.draw_variances.sqrt().numpy()
