@@ -159,7 +159,7 @@ def test_uci_flags_a_network_that_did_not_train(tmp_path, capsys):
     assert summary["untrained"] == [{"dataset": "tinyset", "method": "erm", "alpha": 0.0, "split": 0}]
 
 
-def test_uci_keeps_marginal_and_mean_embedding_records_apart(tmp_path):
+def test_uci_keeps_marginal_and_mean_embedding_records_apart(tmp_path, capsys):
     data_dir = tiny_uci(str(tmp_path / "uci"))
     out = str(tmp_path / "out")
     argv = ["bench", "uci", "--data-dir", data_dir, "--splits", "0", "--epochs", "3", "--methods", "erm,m-probmix",
@@ -170,6 +170,13 @@ def test_uci_keeps_marginal_and_mean_embedding_records_apart(tmp_path):
     got = sorted((r["method"], r["predictive"], r["predictive_draws"]) for r in recs)
     assert got == [("erm", "mean", 1), ("m-probmix", "marginal", 50), ("m-probmix", "mean", 1)]
     assert main(argv + ["--test-draws", "0"]) == 2
+    # records of the previous release (no predictive fields) were scored by the mean embedding: they are reused
+    old = [{k: v for k, v in r.items() if k not in ("predictive", "predictive_draws")} for r in recs
+           if r["predictive"] == "mean"]
+    json.dump(old, open(os.path.join(out, "uci.json"), "w"))
+    capsys.readouterr()
+    assert main(argv + ["--predictive", "mean"]) == 0
+    assert "0 configuration(s) to train" in capsys.readouterr().out
 
 
 def test_alpha_zero_is_no_mixing():

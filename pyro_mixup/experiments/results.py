@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 
 def write_json(path: str, obj) -> None:
@@ -34,10 +34,15 @@ class RecordStore:
     True
     """
 
-    def __init__(self, path: str, key_fields: Sequence[str]):
+    def __init__(self, path: str, key_fields: Sequence[str], defaults: Optional[Dict] = None):
+        """``defaults``: values of fields that records of an earlier release lack (they
+        are filled in on loading, where they are what that release did)."""
         self.path = path
         self.key_fields = tuple(key_fields)
         self.records: List[Dict] = self._load()
+        for r in self.records:
+            for k, v in (defaults or {}).items():
+                r.setdefault(k, v)
         self._keys = {self.key(r) for r in self.records}
 
     def _load(self) -> List[Dict]:
