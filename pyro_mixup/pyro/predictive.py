@@ -93,8 +93,9 @@ def marginal_predictive(model, *args, site: str = "y", num_draws: int = DEFAULT_
 
     :param model: a Pyro model; its parameters are read from the param store.
     :param str site: the observed (likelihood) site to predict.
-    :param int num_draws: mixture components ``S``; the default is stable to 0.01
-        nats in the test NLL of the toy regression (see ``benchmarks/predictive_draws.py``).
+    :param int num_draws: mixture components ``S``; the default is stable to 0.002
+        nats in the in-distribution NLL of the toy regression, not far out of
+        distribution (see ``benchmarks/predictive_draws.py``).
     :param guide: a guide over the model's latent sites, or ``None`` (latents from
         the prior, as ``Predictive`` without a guide).
     :param str embedding: ``"sample"`` (the marginal, the paper's predictive) or

@@ -12,11 +12,12 @@ Methods (``method=`` of ``fit``), from the registry :data:`pyro_mixup.experiment
 (``mixup(model, at="x")``), ``m-mix`` (``mixup(model, at="h")``, the first hidden layer).
 """
 
+from ..methods import METHOD_NAMES as _DEFAULT_SET
 from ..methods import METHODS as _REGISTRY
 
-#: The methods the BNN trains: those of the registry that need no partner table
-#: (erm, mix, m-mix, probmix, m-probmix).
-BNN_METHODS = tuple(name for name, m in _REGISTRY.items() if not m.uses_table)
+#: The methods the BNN trains: those of the registry's default set that need no
+#: partner table (erm, mix, m-mix, probmix, m-probmix).
+BNN_METHODS = tuple(name for name in _DEFAULT_SET if not _REGISTRY[name].uses_table)
 #: The name this package has always exported.
 METHODS = BNN_METHODS
 
