@@ -53,3 +53,29 @@ def test_bnn_validation_grid_splits_training_rows_and_picks_lowest_validation_nl
     command = [line for line in capsys.readouterr().out.splitlines() if line.startswith("pyro-mixup bnn")]
     assert len(command) == 1 and f"--kl-weight {best['kl_weight']:g} --lr {best['lr']:g}" in command[0]
     assert "--backend numpyro" in command[0] and "--methods erm" in command[0]
+
+
+def test_predictive_draws_benchmark_runs(tmp_path, monkeypatch, capsys):
+    import json
+
+    out = tmp_path / "draws.json"
+    _run_benchmark("predictive_draws.py", ["--runs", "1", "--epochs", "3", "--draws", "5,20", "--repeats", "2",
+                                           "--json", str(out)], monkeypatch)
+    rows = json.load(open(out))["rows"]
+    assert {(r["part"], r["draws"]) for r in rows} == {(p, s) for p in ("id", "ood") for s in (5, 20)}
+    assert all(math.isfinite(r["max_deviation"]) and r["max_std"] >= 0 for r in rows)
+    assert "max deviation" in capsys.readouterr().out
+
+
+def test_protocol_floor_counts_the_protocol(monkeypatch):
+    import numpy as np
+    import pytest
+
+    data = ROOT.parent / "shared" / "data" / "uci"
+    if not data.is_dir():
+        pytest.skip("no UCI data beside this checkout (../shared/data/uci)")
+    bench = runpy.run_path(str(ROOT / "benchmarks" / "protocol_floor.py"))
+    flops = bench["protocol_flops"](str(data), 1, lambda name, n: 64)
+    assert flops
+    assert all(f > 0 and np.isfinite(f) for f in flops.values())
+    assert bench["measured_rate"](2, 64, 4, repeats=1) > 0
