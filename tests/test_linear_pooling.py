@@ -8,19 +8,18 @@ land near the partner's is ``1 - lam``; the log-linear pool lands in between.
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pyro = pytest.importorskip("pyro")
-jax = pytest.importorskip("jax")
-numpyro = pytest.importorskip("numpyro")
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as nd
+import pyro
+import pyro.distributions as pd
+import torch
 
-import jax.numpy as jnp  # noqa: E402
-import numpyro.distributions as nd  # noqa: E402
-import pyro.distributions as pd  # noqa: E402
-
-import pyro_mixup  # noqa: E402
-from pyro_mixup import numpyro as pmn  # noqa: E402
-from pyro_mixup.handlers import mixup, probmix  # noqa: E402
-from pyro_mixup.numpyro.handlers import mixup as nmixup, probmix as nprobmix  # noqa: E402
+import pyro_mixup
+from pyro_mixup import numpyro as pmn
+from pyro_mixup.handlers import mixup, probmix
+from pyro_mixup.numpyro.handlers import mixup as nmixup, probmix as nprobmix
 
 LOC = [0.0, 10.0]
 

@@ -11,17 +11,16 @@ import math
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pyro = pytest.importorskip("pyro")
-jax = pytest.importorskip("jax")
-numpyro = pytest.importorskip("numpyro")
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as nd
+import pyro
+import pyro.distributions as pd
+import torch
 
-import jax.numpy as jnp  # noqa: E402
-import numpyro.distributions as nd  # noqa: E402
-import pyro.distributions as pd  # noqa: E402
-
-import pyro_mixup  # noqa: E402
-from pyro_mixup import numpyro as pmn  # noqa: E402
+import pyro_mixup
+from pyro_mixup import numpyro as pmn
 
 RNG = np.random.default_rng(0)
 W0, B0 = RNG.normal(size=(1, 16)).astype(np.float32), RNG.normal(size=16).astype(np.float32)
