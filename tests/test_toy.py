@@ -76,16 +76,28 @@ def test_paper_protocol_tiny(tmp_path, capsys):
 
 def test_toy_classification_tiny(tmp_path, capsys):
     out = str(tmp_path / "rings")
-    assert main(["bench", "toy-classification", "--runs", "1", "--epochs", "5", "--methods", "erm,probmix,mix",
+    assert main(["bench", "toy-classification", "--runs", "1", "--epochs", "5", "--methods", "erm,probmix,mix,m-probmix",
                  "--out", out, "--quiet"]) == 0
     res = json.load(open(os.path.join(out, "toy_classification.json")))
-    assert [r["method"] for r in res["records"]] == ["erm", "probmix", "mix"]
+    assert [r["method"] for r in res["records"]] == ["erm", "probmix", "mix", "m-probmix"]
     assert all(0 <= r["accuracy"] <= 1 and r["nll"] > 0 for r in res["records"])
+    assert res["settings"]["predictive"] == "marginal"  # M-ProbMix: class probabilities mixed over embedding draws
     assert os.path.getsize(os.path.join(out, "toy_classification.png")) > 1000
     # C-Mixup pairs by a kernel on a continuous label: refused for classes, with the reason
     assert main(["bench", "toy-classification", "--runs", "1", "--epochs", "1", "--methods", "cmixup-probmix",
                  "--out", out, "--quiet"]) == 2
     assert "continuous label" in capsys.readouterr().err
+
+
+def test_marginal_class_probabilities_sum_to_one_and_need_the_draws():
+    from pyro_mixup.experiments.data import rings_data
+
+    d = rings_data(0)
+    net, _ = T.fit_net("m-probmix", *d["train"], classification=True, n_classes=3, hidden=(16, 8), epochs=20)
+    x = d["test"][0][:6]
+    marginal, mean = T.predict_proba(net, x, draws=300), T.predict_proba(net, x, predictive="mean")
+    np.testing.assert_allclose(marginal.sum(1), 1.0, atol=1e-5)
+    assert marginal.shape == mean.shape == (6, 3) and not np.array_equal(marginal, mean)
 
 
 def _toy(n=64, seed=1):

@@ -113,7 +113,8 @@ def regression_figure(curves: Dict, path: str, title: str = "") -> None:
     plt.close(fig)
 
 
-def run_toy_classification(methods, runs, epochs, lr, alpha, beta, seed, hidden=(128, 64), progress=True):
+def run_toy_classification(methods, runs, epochs, lr, alpha, beta, seed, hidden=(128, 64), progress=True,
+                           predictive: str = "marginal", test_draws: int = DEFAULT_NUM_DRAWS):
     from .train_pyro import fit_net, predict_proba
 
     g = np.linspace(-3.5, 3.5, 120)
@@ -127,11 +128,12 @@ def run_toy_classification(methods, runs, epochs, lr, alpha, beta, seed, hidden=
         net, losses = fit_net(m, x, y, classification=True, n_classes=3, hidden=hidden, epochs=epochs, lr=lr,
                               alpha=alpha, beta=beta, seed=seed * 1000 + r)
         xt, yt = d["test"]
-        p = predict_proba(net, xt)
+        p = predict_proba(net, xt, predictive, test_draws)
         records.append(_record(m, r, alpha, beta, epochs, t0, losses, accuracy=float(np.mean(p.argmax(1) == yt)),
                                nll=float(-np.mean(np.log(np.clip(p[np.arange(len(yt)), yt], 1e-12, None))))))
         if r == 0:
-            maps[m] = dict(probs=predict_proba(net, grid).reshape(len(g), len(g), 3), x=x, y=y, g=g)
+            maps[m] = dict(probs=predict_proba(net, grid, predictive, test_draws).reshape(len(g), len(g), 3), x=x, y=y,
+                           g=g)
     return records, maps
 
 
@@ -177,10 +179,8 @@ def _command(args, name: str, methods: List[str], run, table, figure, title: str
     torch.set_num_threads(1)  # tiny networks: one torch thread is faster than two (and shares the cores politely)
     os.makedirs(args.out, exist_ok=True)
     t0 = time.perf_counter()
-    extra = {}
-    if run is run_toy_regression:  # the predictive of embedding networks (the demo: the defaults)
-        extra = dict(predictive=getattr(args, "predictive", "marginal"),
-                     test_draws=getattr(args, "test_draws", DEFAULT_NUM_DRAWS))
+    # the predictive of embedding networks (the demo and toy-classification: the defaults)
+    extra = dict(predictive=getattr(args, "predictive", "marginal"), test_draws=getattr(args, "test_draws", DEFAULT_NUM_DRAWS))
     records, plot = run(methods, args.runs, args.epochs, args.lr, args.alpha, args.beta, args.seed,
                         progress=not args.quiet, **extra)
     wall = time.perf_counter() - t0

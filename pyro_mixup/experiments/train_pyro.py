@@ -232,10 +232,17 @@ def predict_regression(net: MLP, x):
 
 
 @torch.no_grad()
-def predict_proba(net: MLP, x):
-    """Class probabilities ``(n, n_classes)``."""
+def predict_proba(net: MLP, x, predictive: str = "marginal", draws: int = DEFAULT_NUM_DRAWS):
+    """Class probabilities ``(n, n_classes)``: for an embedding network under
+    ``predictive="marginal"`` the mixture over ``draws`` embedding draws (the mean of
+    the per-draw class probabilities, :func:`pyro_mixup.marginal_predictive` at every
+    class), else the deterministic network's softmax."""
     xt = torch.as_tensor(np.asarray(x, dtype=np.float32)).reshape(len(x), -1)
-    return torch.softmax(net(xt), -1).numpy().astype(np.float64)
+    if not (net.embedding and predictive == "marginal"):
+        return torch.softmax(net(xt), -1).numpy().astype(np.float64)
+    classes = torch.arange(net.layers[-1].out_features)[:, None].expand(-1, len(xt))
+    p = marginal_predictive(model_of(net, classification=True), xt, num_draws=draws, values=classes)
+    return p.log_density.exp().T.numpy().astype(np.float64)
 
 
 def predictive_draws(net: MLP, x, y=None, predictive: str = "marginal", draws: int = DEFAULT_NUM_DRAWS):
