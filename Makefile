@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 TORCH  := torch==2.13.0
 
-.PHONY: demo test test-arviz1 install-demo install-test clean
+.PHONY: demo test lint docs test-arviz1 install-demo install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ $(VENV)/.demo: pyproject.toml $(VENV)/.torch
 	touch $@
 
 $(VENV)/.test: pyproject.toml $(VENV)/.torch
-	$(BIN)/pip install -q -e ".[numpyro,arviz,bench,test]"
+	$(BIN)/pip install -q -e ".[numpyro,arviz,bench,test,dev,docs]"
 	touch $@
 
 install-demo: $(VENV)/.demo
@@ -32,6 +32,16 @@ demo: install-demo
 
 test: install-test
 	$(BIN)/python -m pytest -n 2 --dist worksteal -q pyro_mixup tests
+
+# Development (CI runs both before `make test`): ruff lint + format check, mypy on the
+# backend-neutral core; the Sphinx site with warnings as errors.
+lint: install-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+docs: install-test
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 
 # ArviZ 1.x (xarray DataTree) needs Python >= 3.12: its own small venv (NumPyro side only;
 # ArviZ 1.x has no Pyro converter) checks to_inference_data there. .ci/run runs it beside
@@ -49,4 +59,4 @@ test-arviz1: $(ARVIZ1)/.ready
 	$(ARVIZ1)/bin/python tests/arviz1_check.py
 
 clean:
-	rm -rf $(VENV) $(ARVIZ1) build *.egg-info
+	rm -rf $(VENV) $(ARVIZ1) build dist docs/_build *.egg-info

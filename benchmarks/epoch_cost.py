@@ -39,6 +39,7 @@ def noise_ms_per_epoch(shape, steps: int, repeats: int) -> float:
     def draw(key):
         def body(total, k):
             return total + jax.random.normal(k, shape).sum(), None
+
         return jax.lax.scan(body, 0.0, jax.random.split(key, steps))[0]
 
     key = jax.random.key(0, impl=T.PRNG_IMPL)
@@ -52,7 +53,9 @@ def noise_ms_per_epoch(shape, steps: int, repeats: int) -> float:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--data-dir", default=D.default_data_dir())
     p.add_argument("--dataset", default="naval-propulsion-plant")
     p.add_argument("--splits", default="0-19")
@@ -67,16 +70,25 @@ def main(argv=None):
     ds = D.load_dataset(f"{args.data_dir}/{args.dataset}", args.dataset)
     splits = [D.make_split(ds, k) for k in D.parse_splits(args.splits, ds.n_splits)]
     cfg = T.TrainConfig(epochs=args.epochs, batch_size=args.batch_size)
-    data = [np.stack([getattr(sp, a) for sp in splits]) for a in ("x_fit", "y_fit", "x_val", "y_val")]
+    data = [
+        np.stack([getattr(sp, a) for sp in splits]) for a in ("x_fit", "y_fit", "x_val", "y_val")
+    ]
     calls = {}
     for name in parse_methods(args.methods):
         m = METHODS[name]
         index, cand, cdf = T.partner_tables([m], splits)
-        fn = T.build(GaussianMLP(data[0].shape[2], (128, 32), m.embedding), m, cfg, data[0].shape[1])
-        members = (jnp.stack([T.member_key(0, sp.index, 0.5, name) for sp in splits]), jnp.full(len(splits), 0.5),
-                   jnp.arange(len(splits)), jnp.asarray([index.get((name, i), -1) for i in range(len(splits))]))
+        fn = T.build(
+            GaussianMLP(data[0].shape[2], (128, 32), m.embedding), m, cfg, data[0].shape[1]
+        )
+        members = (
+            jnp.stack([T.member_key(0, sp.index, 0.5, name) for sp in splits]),
+            jnp.full(len(splits), 0.5),
+            jnp.arange(len(splits)),
+            jnp.asarray([index.get((name, i), -1) for i in range(len(splits))]),
+        )
         calls[name] = lambda fn=fn, members=members, cand=cand, cdf=cdf: jax.block_until_ready(
-            fn(*members, *data, cand, cdf))
+            fn(*members, *data, cand, cdf)
+        )
         t0 = time.perf_counter()
         calls[name]()
         print(f"{name}: compiled and ran once in {time.perf_counter() - t0:.1f} s", flush=True)
@@ -87,24 +99,42 @@ def main(argv=None):
             call()
             times[name].append((time.perf_counter() - t0) / args.epochs * 1e3)
     base = np.median(times["erm"]) if "erm" in times else None
-    print(f"\n{args.dataset}, {len(splits)} splits vmapped, batch {args.batch_size}, prng {args.prng}, "
-          f"{args.epochs} epochs x {args.repeats} interleaved rounds")
+    print(
+        f"\n{args.dataset}, {len(splits)} splits vmapped, batch {args.batch_size}, prng {args.prng}, "
+        f"{args.epochs} epochs x {args.repeats} interleaved rounds"
+    )
     print("| method | ms per epoch (median) | min | max | ratio to ERM |\n|---|---|---|---|---|")
     out = {}
     for name, t in times.items():
         med = float(np.median(t))
         ratio = "--" if base is None else f"{med / base:.2f}"
-        out[name] = dict(ms_median=med, ms_min=min(t), ms_max=max(t), ratio_to_erm=None if base is None else med / base)
+        out[name] = dict(
+            ms_median=med,
+            ms_min=min(t),
+            ms_max=max(t),
+            ratio_to_erm=None if base is None else med / base,
+        )
         print(f"| {name} | {med:.1f} | {min(t):.1f} | {max(t):.1f} | {ratio} |")
     size, n_batches = cfg.batch_plan(data[0].shape[1])
     noise = noise_ms_per_epoch((len(splits), size, 128), n_batches, args.repeats)
     floor = None if base is None else 1 + noise / base
-    print(f"\nembedding noise alone ({len(splits)} x {size} x 128 normals per step, {n_batches} steps): "
-          f"{noise:.1f} ms per epoch" + ("" if floor is None else f"; M-ProbMix floor {floor:.2f} x ERM"))
+    print(
+        f"\nembedding noise alone ({len(splits)} x {size} x 128 normals per step, {n_batches} steps): "
+        f"{noise:.1f} ms per epoch"
+        + ("" if floor is None else f"; M-ProbMix floor {floor:.2f} x ERM")
+    )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(settings=vars(args), methods=out, noise_ms_per_epoch=noise, m_probmix_floor=floor), f,
-                      indent=1)
+            json.dump(
+                dict(
+                    settings=vars(args),
+                    methods=out,
+                    noise_ms_per_epoch=noise,
+                    m_probmix_floor=floor,
+                ),
+                f,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

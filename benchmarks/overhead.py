@@ -27,10 +27,10 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from pyro.infer import SVI, Trace_ELBO
+from timing import interleaved, print_table, summary
 
 from pyro_mixup import embed, mixable
 from pyro_mixup.handlers import mixup, probmix
-from timing import interleaved, print_table, summary
 
 
 class MLP(torch.nn.Module):
@@ -89,13 +89,20 @@ def guide(x, y=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--blocks", type=int, default=400, help="rounds: each runs every variant, in random order")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--blocks", type=int, default=400, help="rounds: each runs every variant, in random order"
+    )
     parser.add_argument("--steps", type=int, default=3, help="steps per variant and round")
-    parser.add_argument("--variants", default="erm,hand-pooled,probmix,probmix-shift,probmix-expected,mix,m-mix")
+    parser.add_argument(
+        "--variants", default="erm,hand-pooled,probmix,probmix-shift,probmix-expected,mix,m-mix"
+    )
     parser.add_argument("--json", default=None)
     parser.add_argument(
-        "--validation", action="store_true",
+        "--validation",
+        action="store_true",
         help="keep Pyro's argument validation on (its default); off by default here, as in a tuned training loop",
     )
     args = parser.parse_args(argv)
@@ -113,10 +120,15 @@ def main(argv=None):
         svis[v] = SVI(make_model(net, v), guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
         for _ in range(20):  # warm-up
             svis[v].step(x, y)
-    times = interleaved({v: (lambda s=svis[v]: s.step(x, y)) for v in variants}, args.blocks, args.steps)
+    times = interleaved(
+        {v: (lambda s=svis[v]: s.step(x, y)) for v in variants}, args.blocks, args.steps
+    )
     result = summary(times)
-    print_table(result, f"SVI step, MLP 128-32, batch 128, 8 features, {args.blocks} rounds of {args.steps} steps "
-                        f"per variant, Pyro validation {'on' if args.validation else 'off'}, 1 torch thread")
+    print_table(
+        result,
+        f"SVI step, MLP 128-32, batch 128, 8 features, {args.blocks} rounds of {args.steps} steps "
+        f"per variant, Pyro validation {'on' if args.validation else 'off'}, 1 torch thread",
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

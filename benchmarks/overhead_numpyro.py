@@ -17,19 +17,18 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from jax import random
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.optim import Adam
+from timing import interleaved, print_table, summary
 
 from pyro_mixup.numpyro import embed, mixable
 from pyro_mixup.numpyro.handlers import mixup, probmix
-from timing import interleaved, print_table, summary
 
 N, D, H1, H2 = 128, 8, 128, 32
 
@@ -67,7 +66,9 @@ def model_embed(x, y=None):
     w3 = numpyro.param("w3", _init((H2, 2)))
     b3 = numpyro.param("b3", jnp.zeros(2))
     with numpyro.plate("data", x.shape[0]):
-        z = embed("z", dist.Normal(jax.nn.relu(x @ w1 + b1), jax.nn.softplus(x @ v1) + 1e-3).to_event(1))
+        z = embed(
+            "z", dist.Normal(jax.nn.relu(x @ w1 + b1), jax.nn.softplus(x @ v1) + 1e-3).to_event(1)
+        )
         h = jax.nn.relu(z @ w2 + b2)
         out = h @ w3 + b3
         return numpyro.sample("y", dist.Normal(out[:, 0], jax.nn.softplus(out[:, 1]) + 1e-3), obs=y)
@@ -84,7 +85,9 @@ def guide(x, y=None):
 def data(seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(N, D)).astype(np.float32)
-    y = (np.sin(x[:, 0]) + x[:, 1] ** 2 + (0.1 + 0.2 * np.abs(x[:, 2])) * rng.normal(size=N)).astype(np.float32)
+    y = (
+        np.sin(x[:, 0]) + x[:, 1] ** 2 + (0.1 + 0.2 * np.abs(x[:, 2])) * rng.normal(size=N)
+    ).astype(np.float32)
     return jnp.asarray(x), jnp.asarray(y)
 
 
@@ -121,7 +124,9 @@ def make_update(m, x, y):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--block", type=int, default=10, help="updates per variant and round")
-    p.add_argument("--repeats", type=int, default=400, help="rounds (each runs every variant, in random order)")
+    p.add_argument(
+        "--repeats", type=int, default=400, help="rounds (each runs every variant, in random order)"
+    )
     p.add_argument("--all", action="store_true", help="also time the other options")
     p.add_argument("--only", nargs="*", default=None, help="time only these variants (plus erm)")
     args = p.parse_args(argv)
@@ -143,11 +148,19 @@ def main(argv=None):
 
         return step
 
-    times = interleaved({name: stepper(name) for name in runs}, args.repeats, args.block,
-                        clock=time.perf_counter_ns, finish=lambda: jax.block_until_ready(last["loss"]))
+    times = interleaved(
+        {name: stepper(name) for name in runs},
+        args.repeats,
+        args.block,
+        clock=time.perf_counter_ns,
+        finish=lambda: jax.block_until_ready(last["loss"]),
+    )
     result = summary(times)
-    print_table(result, f"jax {jax.__version__}, numpyro {numpyro.__version__}, {jax.devices()[0].platform}; jitted SVI "
-                        f"update, MLP {D}-{H1}-{H2}-2, batch {N}; {args.repeats} rounds of {args.block} updates per variant")
+    print_table(
+        result,
+        f"jax {jax.__version__}, numpyro {numpyro.__version__}, {jax.devices()[0].platform}; jitted SVI "
+        f"update, MLP {D}-{H1}-{H2}-2, batch {N}; {args.repeats} rounds of {args.block} updates per variant",
+    )
     return result
 
 

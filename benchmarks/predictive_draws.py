@@ -26,7 +26,9 @@ from pyro_mixup.experiments.toy_paper import HIDDEN, toy_splits
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--draws", default="10,100,1000,10000")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--repeats", type=int, default=5)
@@ -38,10 +40,20 @@ def main(argv=None):
     data = toy_splits(args.runs, 0)
     splits = [s for s, _ in data]
     cfg = T.TrainConfig(epochs=args.epochs, lr=0.01, batch_size=0, val_draws=100)
-    net, members, res = T.train_members(splits, ["m-probmix", "lock-m-probmix"], [args.alpha], cfg, 0, HIDDEN)
+    net, members, res = T.train_members(
+        splits, ["m-probmix", "lock-m-probmix"], [args.alpha], cfg, 0, HIDDEN
+    )
     run_of = [i for _, _, i in members]
-    parts = {"id": (np.stack([splits[i].x_test for i in run_of]), np.stack([splits[i].y_test for i in run_of])),
-             "ood": (np.stack([data[i][1][0] for i in run_of]), np.stack([data[i][1][1] for i in run_of]))}
+    parts = {
+        "id": (
+            np.stack([splits[i].x_test for i in run_of]),
+            np.stack([splits[i].y_test for i in run_of]),
+        ),
+        "ood": (
+            np.stack([data[i][1][0] for i in run_of]),
+            np.stack([data[i][1][1] for i in run_of]),
+        ),
+    }
     draws = [int(s) for s in args.draws.split(",")]
     nll = {}  # (part, S) -> [repeats, members]
     for S in draws:
@@ -49,13 +61,18 @@ def main(argv=None):
         for part, (x, y) in parts.items():
             rows = []
             for r in range(args.repeats):
-                keys = jax.vmap(lambda k: jax.random.fold_in(k, 1000 + r))(res["keys"])
+                keys = jax.vmap(lambda k: jax.random.fold_in(k, 1000 + r))(res["keys"])  # noqa: B023
                 ld = score(res["params"], keys, jnp.asarray(x), jnp.asarray(y))[0]
                 rows.append(-np.asarray(ld).mean(-1))
             nll[(part, S)] = np.stack(rows)
-    print(f"toy, paper protocol, alpha {args.alpha}, {len(members)} members (M-ProbMix and LocK M-ProbMix x "
-          f"{args.runs} runs), {args.repeats} independent draw sets per S; NLL in standardised units\n")
-    print("| part | S | max deviation from the mean at S = %d | max std over draw sets |\n|---|---|---|---|" % draws[-1])
+    print(
+        f"toy, paper protocol, alpha {args.alpha}, {len(members)} members (M-ProbMix and LocK M-ProbMix x "
+        f"{args.runs} runs), {args.repeats} independent draw sets per S; NLL in standardised units\n"
+    )
+    print(
+        f"| part | S | max deviation from the mean at S = {draws[-1]} | max std over draw sets |\n"
+        "|---|---|---|---|"
+    )
     out = []
     for part in parts:
         ref = nll[(part, draws[-1])].mean(0)

@@ -18,11 +18,11 @@ favourable rate, hence the lowest floor.
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from pyro_mixup.experiments import data as D
 from pyro_mixup.experiments.nets_numpyro import GaussianMLP
@@ -30,7 +30,7 @@ from pyro_mixup.experiments.nets_numpyro import GaussianMLP
 
 def layer_macs(d_in: int, hidden=(128, 32)) -> int:
     sizes = [d_in, *hidden, 2]
-    return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return sum(a * b for a, b in itertools.pairwise(sizes))
 
 
 def protocol_flops(data_dir, alphas: int, batch_of, epochs=1000, splits=20, methods=10):
@@ -75,15 +75,24 @@ def _time(fn, *args) -> float:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--data-dir", default=D.default_data_dir())
-    p.add_argument("--alphas", type=int, default=1, help="alpha values per mixing method (default 1)")
+    p.add_argument(
+        "--alphas", type=int, default=1, help="alpha values per mixing method (default 1)"
+    )
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--large-batch", type=int, default=256, help="minibatch of kin8nm and naval (default 256)")
+    p.add_argument(
+        "--large-batch", type=int, default=256, help="minibatch of kin8nm and naval (default 256)"
+    )
     args = p.parse_args(argv)
     large = {"kin8nm", "naval-propulsion-plant"}
-    flops = protocol_flops(args.data_dir, args.alphas,
-                           lambda name, n: args.large_batch if name in large else args.batch_size)
+    flops = protocol_flops(
+        args.data_dir,
+        args.alphas,
+        lambda name, n: args.large_batch if name in large else args.batch_size,
+    )
     rates = {shape: measured_rate(*shape) for shape in RATE_SHAPES}
     (best_members, best_batch), rate = max(rates.items(), key=lambda kv: kv[1])
     total = sum(flops.values())
@@ -94,8 +103,10 @@ def main(argv=None):
     print("| dataset | TFLOP |\n|---|---|")
     for name, f in flops.items():
         print(f"| {name} | {f / 1e12:.1f} |")
-    print(f"\ntotal {total / 1e12:.1f} TFLOP; best rate of this CPU on the MLP (fwd + bwd, "
-          f"{best_members} members x {best_batch} rows): {rate:.1f} GFLOP/s; floor {total / rate / 1e9 / 60:.1f} min")
+    print(
+        f"\ntotal {total / 1e12:.1f} TFLOP; best rate of this CPU on the MLP (fwd + bwd, "
+        f"{best_members} members x {best_batch} rows): {rate:.1f} GFLOP/s; floor {total / rate / 1e9 / 60:.1f} min"
+    )
     return dict(tflop=total / 1e12, gflops=rate, floor_minutes=total / rate / 1e9 / 60)
 
 

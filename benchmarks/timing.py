@@ -11,11 +11,17 @@ from __future__ import annotations
 import random
 import statistics
 import time
-from typing import Callable, Dict
+from collections.abc import Callable
 
 
-def interleaved(steps: Dict[str, Callable[[], None]], rounds: int, per_round: int, seed: int = 0,
-                clock: Callable[[], int] = time.thread_time_ns, finish: Callable[[], None] = lambda: None):
+def interleaved(
+    steps: dict[str, Callable[[], None]],
+    rounds: int,
+    per_round: int,
+    seed: int = 0,
+    clock: Callable[[], int] = time.thread_time_ns,
+    finish: Callable[[], None] = lambda: None,
+):
     """``{name: [us per step, one value per round]}`` for the step functions.
 
     ``clock``: thread CPU time by default (process CPU time where work runs on
@@ -42,13 +48,19 @@ def summary(times, baseline: str = "erm"):
     for name, ts in times.items():
         paired = sorted(a / b for a, b in zip(ts, times[baseline]))
         q = [paired[int(f * (len(paired) - 1))] for f in (0.25, 0.5, 0.75)]
-        out[name] = {"us_per_step": statistics.median(ts), "ratio": q[1], "ratio_quartiles": [q[0], q[2]]}
+        out[name] = {
+            "us_per_step": statistics.median(ts),
+            "ratio": q[1],
+            "ratio_quartiles": [q[0], q[2]],
+        }
     return out
 
 
 def print_table(result, title: str):
     print(title)
-    print("ratio: median over rounds of (variant / baseline in the same round), CPU time; quartiles beside")
+    print(
+        "ratio: median over rounds of (variant / baseline in the same round), CPU time; quartiles beside"
+    )
     print(f"{'variant':<22} {'us/step':>9} {'ratio':>7} {'quartiles':>15}")
     for name, r in result.items():
         q1, q3 = r["ratio_quartiles"]

@@ -25,8 +25,8 @@ import numpy as np
 import pyro
 import torch
 
-from pyro_mixup.bnn.models_pyro import BNNRegressor, fit
 from pyro_mixup.bnn.data import load_split, standardisation
+from pyro_mixup.bnn.models_pyro import BNNRegressor, fit
 from pyro_mixup.diagnostics import log_predictive_density, test_metrics, to_inference_data
 from pyro_mixup.handlers import probmix
 
@@ -52,7 +52,13 @@ def main():
 
     if os.path.exists(os.path.join(args.data_dir, args.dataset, "data.txt")):
         s = load_split(args.data_dir, args.dataset, args.split)
-        x_tr, y_tr, x_te, y_te, name = s.x_train, s.y_train, s.x_test, s.y_test, f"{args.dataset} split {args.split}"
+        x_tr, y_tr, x_te, y_te, name = (
+            s.x_train,
+            s.y_train,
+            s.x_test,
+            s.y_test,
+            f"{args.dataset} split {args.split}",
+        )
     else:
         x_tr, y_tr, x_te, y_te = synthetic()
         name = "synthetic"
@@ -61,23 +67,45 @@ def main():
     # 1. The plain model. Mixup needs nothing from it except a plate over the
     #    data; M-ProbMix needs an `embed` layer (BNNRegressor(embed=True)).
     def make(embed):
-        return BNNRegressor(x_tr.shape[1], hidden=(50,), embed=embed,
-                            x_loc=x_loc, x_scale=x_scale, y_loc=y_loc, y_scale=y_scale)
+        return BNNRegressor(
+            x_tr.shape[1],
+            hidden=(50,),
+            embed=embed,
+            x_loc=x_loc,
+            x_scale=x_scale,
+            y_loc=y_loc,
+            y_scale=y_scale,
+        )
 
-    runs = {"erm": (make(False), "erm"), "probmix": (make(False), "probmix"), "m-probmix": (make(True), "m-probmix")}
+    runs = {
+        "erm": (make(False), "erm"),
+        "probmix": (make(False), "probmix"),
+        "m-probmix": (make(True), "m-probmix"),
+    }
     idatas = {}
     for label, (model, method) in runs.items():
         t0 = time.time()
         # 2. SVI with AutoNormal; `fit` wraps the model in the method's handler:
         #    erm -> model, probmix -> probmix(model, alpha), m-probmix -> probmix(model, alpha, at="z")
         # kl_weight=0.1: a tempered posterior (the plain ELBO underfits small UCI sets, see docs/bnn.md)
-        guide = fit(model, x_tr, y_tr, method=method, alpha=0.5, epochs=args.epochs, lr=0.005, kl_weight=0.1,
-                    progress=False)
+        guide = fit(
+            model,
+            x_tr,
+            y_tr,
+            method=method,
+            alpha=0.5,
+            epochs=args.epochs,
+            lr=0.005,
+            kl_weight=0.1,
+            progress=False,
+        )
         # 3. ArviZ data from the PLAIN model (a wrapped model would score pooled densities)
         idatas[label] = to_inference_data(model, guide, x_te, y_te, num_samples=500)
         m = test_metrics(idatas[label])
-        print(f"{label:>9}: test NLL {m['nll']:.3f}  RMSE {m['rmse']:.3f}  90% coverage {m['coverage']:.2f}  "
-              f"({time.time() - t0:.0f}s)")
+        print(
+            f"{label:>9}: test NLL {m['nll']:.3f}  RMSE {m['rmse']:.3f}  90% coverage {m['coverage']:.2f}  "
+            f"({time.time() - t0:.0f}s)"
+        )
 
     # The guard: diagnostics refuse to run inside a handler.
     try:
@@ -93,9 +121,15 @@ def main():
     # ArviZ: LOO on the test log-likelihood approximates leave-one-out on TRAINING data; with
     # high Pareto k it is unreliable, and the density above is the number to trust.
     print(f"\naz.compare on the test log-likelihood ({name}):")
-    print(az.compare(idatas)[["rank", "elpd_loo", "p_loo", "elpd_diff", "weight"]].round(2).to_string())
+    print(
+        az.compare(idatas)[["rank", "elpd_loo", "p_loo", "elpd_diff", "weight"]]
+        .round(2)
+        .to_string()
+    )
     loo = az.loo(idatas["probmix"], pointwise=True)
-    print(f"\nProbMix Pareto k > 0.7: {int(np.sum(np.asarray(loo.pareto_k) > 0.7))} of {loo.n_data_points}")
+    print(
+        f"\nProbMix Pareto k > 0.7: {int(np.sum(np.asarray(loo.pareto_k) > 0.7))} of {loo.n_data_points}"
+    )
 
     os.makedirs(args.out, exist_ok=True)
     import matplotlib

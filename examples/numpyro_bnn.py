@@ -47,7 +47,9 @@ def toy_data(key, n, lo, hi):
 def fit(model, x, y, steps, key):
     guide = AutoNormal(model, init_scale=0.05)
     svi = SVI(model, guide, numpyro.optim.Adam(0.01), Trace_ELBO())
-    result = svi.run(key, steps, x, y, progress_bar=False)  # jit-compiled; a fresh lam and pairing each step
+    result = svi.run(
+        key, steps, x, y, progress_bar=False
+    )  # jit-compiled; a fresh lam and pairing each step
     return guide, result.params, result.losses
 
 
@@ -70,8 +72,10 @@ def main(steps=2000, alpha=0.5):
         guide, params, losses = fit(model, x, y / scale, steps, random.key(3))
         nll_in = predictive_nll(guide, params, x_in, y_in, scale, random.key(4))
         nll_out = predictive_nll(guide, params, x_out, y_out, scale, random.key(4))
-        print(f"{name:20s} ELBO loss {float(losses[:100].mean()):9.1f} -> {float(losses[-100:].mean()):8.1f}; "
-              f"test NLL in range {nll_in:7.3f}, out of range {nll_out:8.3f}")
+        print(
+            f"{name:20s} ELBO loss {float(losses[:100].mean()):9.1f} -> {float(losses[-100:].mean()):8.1f}; "
+            f"test NLL in range {nll_in:7.3f}, out of range {nll_out:8.3f}"
+        )
 
 
 if __name__ == "__main__":

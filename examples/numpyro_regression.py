@@ -74,7 +74,7 @@ def main(steps=1000):
         state = svi.init(random.key(2), x, y / scale)
         update = jax.jit(svi.update)  # a fresh lam and pairing every update
         for _ in range(steps):
-            state, loss = update(state, x, y / scale)
+            state, _loss = update(state, x, y / scale)
         results[name] = test_nll(svi.get_params(state), x_test, y_test, scale)
         print(f"{name:10s} test NLL per point: {results[name]:8.3f}")
     return results

@@ -28,7 +28,9 @@ class BNN(PyroModule):
         self.fc1.weight = PyroSample(dist.Normal(0.0, 1.0).expand([hidden, d_in]).to_event(2))
         self.fc1.bias = PyroSample(dist.Normal(0.0, 1.0).expand([hidden]).to_event(1))
         self.fc2 = PyroModule[torch.nn.Linear](hidden, 2)
-        self.fc2.weight = PyroSample(dist.Normal(0.0, 1.0 / hidden**0.5).expand([2, hidden]).to_event(2))
+        self.fc2.weight = PyroSample(
+            dist.Normal(0.0, 1.0 / hidden**0.5).expand([2, hidden]).to_event(2)
+        )
         self.fc2.bias = PyroSample(dist.Normal(0.0, 1.0).expand([2]).to_event(1))
 
     def forward(self, x, y=None):
@@ -62,11 +64,18 @@ def main(steps=1500):
             lp = []
             for _ in range(200):
                 posterior_draw = pyro.poutine.trace(guide).get_trace(x_test)
-                tr = pyro.poutine.trace(pyro.poutine.replay(model, trace=posterior_draw)).get_trace(x_test, y_test)
+                tr = pyro.poutine.trace(pyro.poutine.replay(model, trace=posterior_draw)).get_trace(
+                    x_test, y_test
+                )
                 lp.append(tr.nodes["y"]["fn"].log_prob(y_test))
             lp = torch.stack(lp)
             nll = -(torch.logsumexp(lp, 0) - torch.log(torch.tensor(200.0))).mean().item()
-        inside = ((samples.quantile(0.05, 0) <= y_test) & (y_test <= samples.quantile(0.95, 0))).float().mean().item()
+        inside = (
+            ((samples.quantile(0.05, 0) <= y_test) & (y_test <= samples.quantile(0.95, 0)))
+            .float()
+            .mean()
+            .item()
+        )
         print(f"{name:8s} test NLL {nll:6.3f}   90% interval coverage {inside:5.3f}")
 
 

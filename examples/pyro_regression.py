@@ -26,7 +26,9 @@ class Net(torch.nn.Module):
         super().__init__()
         self.inp = torch.nn.Linear(1, hidden)
         self.inp_scale = torch.nn.Linear(1, hidden)  # variance head of the embedding layer
-        self.out = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Linear(hidden, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
+        self.out = torch.nn.Sequential(
+            torch.nn.ReLU(), torch.nn.Linear(hidden, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2)
+        )
 
     def forward(self, x, y=None):
         pyro.module("net", self)

@@ -34,7 +34,9 @@ class Net(nn.Module):
     def forward(self, x, stochastic=True):
         h = F.relu(self.l1(x))
         if stochastic:  # z ~ N(h, s^2); pooled with the partner's under probmix(at="h")
-            h = embed("h", dist.Normal(h, F.softplus(self.a * h + self.c) + 1e-3).to_event(1), dim=-1)
+            h = embed(
+                "h", dist.Normal(h, F.softplus(self.a * h + self.c) + 1e-3).to_event(1), dim=-1
+            )
         out = self.out(F.relu(self.l2(h)))
         return out[:, 0], F.softplus(out[:, 1]) + 1e-4
 
@@ -72,6 +74,8 @@ if __name__ == "__main__":
     scale = float(y.std())
     for name, wrapped in [("ERM", model), ("M-ProbMix", probmix(model, at="h", alpha=0.5))]:
         net = train(wrapped, x / 4, y / scale)
-        print(f"{name:10s} train NLL {nll(net, x, y, scale):7.2f}   OOD NLL {nll(net, x_ood, y_ood, scale):9.2f}"
-              f"   (per point, original units)")
+        print(
+            f"{name:10s} train NLL {nll(net, x, y, scale):7.2f}   OOD NLL {nll(net, x_ood, y_ood, scale):9.2f}"
+            f"   (per point, original units)"
+        )
     print(f"(noise floor: NLL of the true model = {0.5 * math.log(2 * math.pi * 9) + 0.5:.2f})")

@@ -14,17 +14,17 @@ from .core.families import ALL_FAMILIES
 __version__ = "0.1.0"
 
 __all__ = [
-    "UnsupportedDistributionError",
-    "MixupUsageError",
     "ALL_FAMILIES",
-    "log_linear_pool",
-    "pool_pairs",
-    "register",
+    "MixupUsageError",
+    "UnsupportedDistributionError",
     "embed",
-    "mixable",
     "handlers",
+    "log_linear_pool",
     "marginal_predictive",
     "mean_embedding",
+    "mixable",
+    "pool_pairs",
+    "register",
 ]
 
 _LAZY = {

@@ -62,14 +62,14 @@ from .core.plain_model import HandlerLeakError, unwrap
 
 __all__ = [
     "HandlerLeakError",
+    "PredictiveDensity",
+    "load",
+    "log_mean_exp",
+    "log_predictive_density",
+    "save",
+    "test_metrics",
     "to_inference_data",
     "unwrap",
-    "save",
-    "load",
-    "log_predictive_density",
-    "PredictiveDensity",
-    "test_metrics",
-    "log_mean_exp",
 ]
 
 
@@ -137,12 +137,16 @@ def _split_guide(guide_or_samples, params, group_by_chain):
         if group_by_chain:
             shapes = {k: tuple(np.shape(v))[:2] for k, v in obj.items()}
             if len(set(shapes.values())) != 1:
-                raise ValueError(f"group_by_chain=True needs every site as [chain, draw, ...]; got {shapes}")
+                raise ValueError(
+                    f"group_by_chain=True needs every site as [chain, draw, ...]; got {shapes}"
+                )
             chains = int(next(iter(shapes.values()))[0])
             obj = {k: v.reshape((-1,) + tuple(v.shape[2:])) for k, v in obj.items()}
         sizes = {k: int(np.shape(v)[0]) if np.ndim(v) else None for k, v in obj.items()}
         if None in sizes.values() or len(set(sizes.values())) != 1:
-            raise ValueError(f"every site of the samples needs the same number of draws along axis 0; got {sizes}")
+            raise ValueError(
+                f"every site of the samples needs the same number of draws along axis 0; got {sizes}"
+            )
         return None, params, obj, chains
     if not callable(obj):
         raise TypeError(
@@ -212,7 +216,9 @@ def to_inference_data(
     the draws marginalises both the weights and the embedding noise.
     """
     if y_test is None:
-        raise ValueError("to_inference_data needs y_test: the log-likelihood is of the observed test data")
+        raise ValueError(
+            "to_inference_data needs y_test: the log-likelihood is of the observed test data"
+        )
     model = unwrap(model)
     backend = _detect_backend(model, guide_or_samples, x_test, backend)
     adapter = _adapter(backend)
@@ -229,22 +235,38 @@ def to_inference_data(
         import torch
 
         if params is not None:
-            raise ValueError("params= is for NumPyro guides; a Pyro guide keeps its parameters in the param store")
-        as_tensor = lambda v: v if v is None or isinstance(v, torch.Tensor) else torch.as_tensor(  # noqa: E731
-            np.asarray(v), dtype=torch.get_default_dtype())
-        args, kwargs = _model_args(as_tensor(x_test), as_tensor(y_test), obs_kwarg, model_kwargs or {})
+            raise ValueError(
+                "params= is for NumPyro guides; a Pyro guide keeps its parameters in the param store"
+            )
+        as_tensor = lambda v: (
+            v
+            if v is None or isinstance(v, torch.Tensor)
+            else torch.as_tensor(np.asarray(v), dtype=torch.get_default_dtype())
+        )
+        args, kwargs = _model_args(
+            as_tensor(x_test), as_tensor(y_test), obs_kwarg, model_kwargs or {}
+        )
         if samples is not None:
-            samples = {k: v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v)) for k, v in samples.items()}
-        runs = adapter.run_test_model(model, guide, samples, args, kwargs, num_samples, rng_seed, progress, same_rows)
+            samples = {
+                k: v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
+                for k, v in samples.items()
+            }
+        runs = adapter.run_test_model(
+            model, guide, samples, args, kwargs, num_samples, rng_seed, progress, same_rows
+        )
     else:
         import jax.numpy as jnp
 
         if guide is not None and params is None:
-            raise ValueError("a NumPyro guide needs its fitted parameters: pass params=svi_result.params")
+            raise ValueError(
+                "a NumPyro guide needs its fitted parameters: pass params=svi_result.params"
+            )
         args, kwargs = _model_args(x_test, y_test, obs_kwarg, model_kwargs or {})
         if samples is not None:
             samples = {k: jnp.asarray(v) for k, v in samples.items()}
-        runs = adapter.run_test_model(model, guide, params, samples, args, kwargs, num_samples, rng_seed, same_rows)
+        runs = adapter.run_test_model(
+            model, guide, params, samples, args, kwargs, num_samples, rng_seed, same_rows
+        )
     if not runs.log_likelihood:
         raise ValueError("the model has no observed site when called with y_test: nothing to score")
     attrs = {
@@ -252,7 +274,9 @@ def to_inference_data(
         "inference": "samples" if samples is not None else "guide",
         "created_by": "pyro_mixup.diagnostics.to_inference_data",
     }
-    groups = build_groups(runs, chains=chains, coords=coords, dims=dims, attrs=attrs, sample_stats=sample_stats)
+    groups = build_groups(
+        runs, chains=chains, coords=coords, dims=dims, attrs=attrs, sample_stats=sample_stats
+    )
     return make_container(groups)
 
 

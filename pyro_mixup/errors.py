@@ -3,4 +3,4 @@ for existing code."""
 
 from .core.errors import MixupUsageError, UnsupportedDistributionError
 
-__all__ = ["UnsupportedDistributionError", "MixupUsageError"]
+__all__ = ["MixupUsageError", "UnsupportedDistributionError"]

@@ -3,4 +3,4 @@
 
 from .pyro.handlers import MixupMessenger, ProbMixMessenger, mixup, probmix
 
-__all__ = ["ProbMixMessenger", "MixupMessenger", "probmix", "mixup"]
+__all__ = ["MixupMessenger", "ProbMixMessenger", "mixup", "probmix"]

@@ -3,4 +3,4 @@ this name stays for existing code."""
 
 from .core.pairing import LabelKernelPairing, NearestNeighbourPairing, Partner, PartnerTable
 
-__all__ = ["PartnerTable", "Partner", "NearestNeighbourPairing", "LabelKernelPairing"]
+__all__ = ["LabelKernelPairing", "NearestNeighbourPairing", "Partner", "PartnerTable"]

@@ -42,7 +42,9 @@ def main():
 
     assert int(az.__version__.split(".")[0]) >= 1, f"needs ArviZ 1.x, found {az.__version__}"
     assert "torch" not in sys.modules, "the NumPyro path must not import torch"
-    print(f"arviz {az.__version__}, numpyro {numpyro.__version__}, jax {jax.__version__}, python {sys.version.split()[0]}")
+    print(
+        f"arviz {az.__version__}, numpyro {numpyro.__version__}, jax {jax.__version__}, python {sys.version.split()[0]}"
+    )
 
     n = 24
     rng = np.random.default_rng(3)
@@ -64,14 +66,34 @@ def main():
         with numpyro.plate("data", x.shape[0], subsample_size=5) as idx:
             return numpyro.sample("y", nd.Normal(w * x[idx], s), obs=None if y is None else y[idx])
 
-    fields = ("diverging", "energy", "potential_energy", "adapt_state.step_size", "num_steps", "accept_prob")
-    mcmc = MCMC(NUTS(model), num_warmup=60, num_samples=40, num_chains=2, chain_method="sequential", progress_bar=False)
+    fields = (
+        "diverging",
+        "energy",
+        "potential_energy",
+        "adapt_state.step_size",
+        "num_steps",
+        "accept_prob",
+    )
+    mcmc = MCMC(
+        NUTS(model),
+        num_warmup=60,
+        num_samples=40,
+        num_chains=2,
+        chain_method="sequential",
+        progress_bar=False,
+    )
     mcmc.run(jax.random.PRNGKey(0), jnp.asarray(x_tr), jnp.asarray(y_tr), extra_fields=fields)
 
     # 1. test data = training data: the log-likelihood and sample_stats of ArviZ's own converter
     idata = to_inference_data(model, mcmc, jnp.asarray(x_tr), jnp.asarray(y_tr))
     assert isinstance(idata, xr.DataTree), type(idata)
-    assert set(idata.children) == {"posterior", "posterior_predictive", "log_likelihood", "sample_stats", "observed_data"}
+    assert set(idata.children) == {
+        "posterior",
+        "posterior_predictive",
+        "log_likelihood",
+        "sample_stats",
+        "observed_data",
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = az.from_numpyro(mcmc, log_likelihood=True)  # off by default in ArviZ 1.x
@@ -82,7 +104,9 @@ def main():
     # ArviZ 1.x adds reached_max_tree_depth from NUTS's private max tree depth; everything else is carried
     assert theirs - ours <= {"reached_max_tree_depth"} and ours <= theirs, (ours, theirs)
     for name in ours:
-        np.testing.assert_array_equal(idata["sample_stats"][name].values, ref["sample_stats"][name].values)
+        np.testing.assert_array_equal(
+            idata["sample_stats"][name].values, ref["sample_stats"][name].values
+        )
     print(f"sample_stats == az.from_numpyro's: {sorted(ours)}")
     summary = az.summary(idata, var_names=["w", "s"])
     assert {"w", "s"} <= set(summary.index), summary
@@ -98,18 +122,25 @@ def main():
     expected = _normal_logpdf(y_te[None].astype(np.float64), w * x_te[None], s)
     diff = np.abs(idata["log_likelihood"]["y"].values.reshape(80, n) - expected).max()
     assert diff <= 1e-4, diff
-    print(f"deterministic mu recomputed on the test rows: max abs diff {diff:.2e} (tolerance 1e-4, float32)")
+    print(
+        f"deterministic mu recomputed on the test rows: max abs diff {diff:.2e} (tolerance 1e-4, float32)"
+    )
 
     # 3. a subsampled plate scores every test row in order
     draws = {"w": jnp.linspace(1.0, 2.0, 6), "s": jnp.linspace(0.2, 0.5, 6)}
     sub = to_inference_data(subsampled, draws, jnp.asarray(x_te), jnp.asarray(y_te))
-    expected = _normal_logpdf(y_te[None].astype(np.float64), np.asarray(draws["w"])[:, None] * x_te[None],
-                              np.asarray(draws["s"])[:, None])
+    expected = _normal_logpdf(
+        y_te[None].astype(np.float64),
+        np.asarray(draws["w"])[:, None] * x_te[None],
+        np.asarray(draws["s"])[:, None],
+    )
     got = sub["log_likelihood"]["y"].values[0]
     assert sub["log_likelihood"]["y"].shape == (1, 6, n)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
-    print(f"subsampled plate: all {n} rows in order, max abs diff {np.abs(got - expected).max():.2e} "
-          "(tolerance rtol 1e-5, atol 1e-5; float32 against float64)")
+    print(
+        f"subsampled plate: all {n} rows in order, max abs diff {np.abs(got - expected).max():.2e} "
+        "(tolerance rtol 1e-5, atol 1e-5; float32 against float64)"
+    )
 
     # 4. the test log predictive density on a DataTree, against a hand computation
     lpd = log_predictive_density(sub)

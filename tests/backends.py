@@ -26,10 +26,10 @@ class PyroHarness:
         import pyro.distributions as dist
         import pyro.infer
         import pyro.infer.autoguide
+        import pyro.poutine.util
         import torch
         import torch.nn.functional as F
         from pyro import poutine
-        import pyro.poutine.util
 
         import pyro_mixup
         from pyro_mixup import handlers
@@ -37,7 +37,12 @@ class PyroHarness:
 
         self.pyro, self.torch, self.poutine = pyro, torch, poutine
         self.dist, self.ops, self.softplus = dist, torch, F.softplus
-        self.plate, self.sample, self.deterministic, self.factor = pyro.plate, pyro.sample, pyro.deterministic, pyro.factor
+        self.plate, self.sample, self.deterministic, self.factor = (
+            pyro.plate,
+            pyro.sample,
+            pyro.deterministic,
+            pyro.factor,
+        )
         self.probmix, self.mixup = handlers.probmix, handlers.mixup
         self.embed, self.mixable = pyro_mixup.embed, pyro_mixup.mixable
         self.log_linear_pool, self.pool_pairs = pyro_mixup.log_linear_pool, pyro_mixup.pool_pairs
@@ -68,7 +73,9 @@ class PyroHarness:
     # --- running models ------------------------------------------------------------
     def trace(self, fn, *args, seed=0, **kwargs):
         self.pyro.set_rng_seed(seed)
-        tr = self.poutine.util.prune_subsample_sites(self.poutine.trace(fn).get_trace(*args, **kwargs))
+        tr = self.poutine.util.prune_subsample_sites(
+            self.poutine.trace(fn).get_trace(*args, **kwargs)
+        )
         tr.compute_log_prob()
         return {
             n: site(s["value"], s["fn"], s["log_prob"], s["scale"])
@@ -81,13 +88,17 @@ class PyroHarness:
         return float(self.poutine.trace(fn).get_trace(*args, **kwargs).log_prob_sum())
 
     def elbo(self, kind="trace", **kw):
-        return {"trace": self.infer.Trace_ELBO, "meanfield": self.infer.TraceMeanField_ELBO}[kind](**kw)
+        return {"trace": self.infer.Trace_ELBO, "meanfield": self.infer.TraceMeanField_ELBO}[kind](
+            **kw
+        )
 
     def svi(self, model, guide, lr=0.02, elbo=None, jit=False, around=None):
         """An SVI runner whose ``step(*args)`` returns the loss; ``around``: a
         handler entered around each step (``with around: svi.step(...)``)."""
         elbo = elbo or (self.infer.JitTrace_ELBO() if jit else self.infer.Trace_ELBO())
-        svi = self.infer.SVI(model, guide or (lambda *a, **k: None), self.pyro.optim.Adam({"lr": lr}), elbo)
+        svi = self.infer.SVI(
+            model, guide or (lambda *a, **k: None), self.pyro.optim.Adam({"lr": lr}), elbo
+        )
 
         def step(*args, **kwargs):
             if around is None:
@@ -99,19 +110,29 @@ class PyroHarness:
 
     def enum_loss(self, model, *args, **kwargs):
         """TraceEnum_ELBO's loss of a model with enumerated sites and no guide."""
-        return float(self.infer.TraceEnum_ELBO(max_plate_nesting=1).loss(model, lambda *a, **k: None, *args, **kwargs))
+        return float(
+            self.infer.TraceEnum_ELBO(max_plate_nesting=1).loss(
+                model, lambda *a, **k: None, *args, **kwargs
+            )
+        )
 
     def autoguide(self, kind, model):
         return getattr(self.autoguides, kind)(model)
 
     def predictive(self, model, samples, *args, num_samples=None, seed=0):
         self.pyro.set_rng_seed(seed)
-        out = self.infer.Predictive(model, posterior_samples=samples, num_samples=num_samples)(*args)
+        out = self.infer.Predictive(model, posterior_samples=samples, num_samples=num_samples)(
+            *args
+        )
         return {k: self.np(v) for k, v in out.items()}
 
     def mcmc(self, model, *args, num_samples=20, warmup=10):
-        mcmc = self.infer.MCMC(self.infer.NUTS(model), num_samples=num_samples, warmup_steps=warmup,
-                               disable_progbar=True)
+        mcmc = self.infer.MCMC(
+            self.infer.NUTS(model),
+            num_samples=num_samples,
+            warmup_steps=warmup,
+            disable_progbar=True,
+        )
         mcmc.run(*args)
         return {k: self.np(v) for k, v in mcmc.get_samples().items()}
 
@@ -159,7 +180,11 @@ class NumPyroHarness:
         self.jax, self.jnp, self.numpyro, self.handlers = jax, jnp, numpyro, handlers
         self.dist, self.ops, self.softplus = dist, jnp, jax.nn.softplus
         self.plate, self.sample, self.deterministic, self.factor = (
-            numpyro.plate, numpyro.sample, numpyro.deterministic, numpyro.factor)
+            numpyro.plate,
+            numpyro.sample,
+            numpyro.deterministic,
+            numpyro.factor,
+        )
         self.probmix, self.mixup = pmn.handlers.probmix, pmn.handlers.mixup
         self.embed, self.mixable = pmn.embed, pmn.mixable
         self.log_linear_pool, self.pool_pairs = pmn.log_linear_pool, pmn.pool_pairs
@@ -185,7 +210,12 @@ class NumPyroHarness:
     def trace(self, fn, *args, seed=0, **kwargs):
         tr = self.handlers.trace(self.handlers.seed(fn, seed)).get_trace(*args, **kwargs)
         return {
-            n: site(s["value"], s["fn"], s["fn"].log_prob(s["value"]), s["scale"] if s["scale"] is not None else 1.0)
+            n: site(
+                s["value"],
+                s["fn"],
+                s["fn"].log_prob(s["value"]),
+                s["scale"] if s["scale"] is not None else 1.0,
+            )
             for n, s in tr.items()
             if s["type"] == "sample"
         }
@@ -196,12 +226,19 @@ class NumPyroHarness:
         return float(log_density(self.handlers.seed(fn, seed), args, kwargs, {})[0])
 
     def elbo(self, kind="trace", **kw):
-        return {"trace": self.infer.Trace_ELBO, "meanfield": self.infer.TraceMeanField_ELBO}[kind](**kw)
+        return {"trace": self.infer.Trace_ELBO, "meanfield": self.infer.TraceMeanField_ELBO}[kind](
+            **kw
+        )
 
     def svi(self, model, guide, lr=0.02, elbo=None, jit=True, around=None):
         """An SVI runner whose ``step(*args)`` returns the loss (a jitted update);
         ``around``: a handler entered around each update, inside the compiled step."""
-        svi = self.infer.SVI(model, guide or (lambda *a, **k: None), self.numpyro.optim.Adam(lr), elbo or self.infer.Trace_ELBO())
+        svi = self.infer.SVI(
+            model,
+            guide or (lambda *a, **k: None),
+            self.numpyro.optim.Adam(lr),
+            elbo or self.infer.Trace_ELBO(),
+        )
 
         def update(state, *args, **kwargs):
             if around is None:
@@ -225,18 +262,23 @@ class NumPyroHarness:
         from numpyro.infer import TraceEnum_ELBO
 
         elbo = TraceEnum_ELBO(max_plate_nesting=1)
-        return float(elbo.loss(self.jax.random.key(0), {}, model, lambda *a, **k: None, *args, **kwargs))
+        return float(
+            elbo.loss(self.jax.random.key(0), {}, model, lambda *a, **k: None, *args, **kwargs)
+        )
 
     def autoguide(self, kind, model):
         return getattr(self.autoguides, kind)(model)
 
     def predictive(self, model, samples, *args, num_samples=None, seed=0):
         out = self.infer.Predictive(model, posterior_samples=samples, num_samples=num_samples)(
-            self.jax.random.key(seed), *args)
+            self.jax.random.key(seed), *args
+        )
         return {k: np.asarray(v) for k, v in out.items()}
 
     def mcmc(self, model, *args, num_samples=20, warmup=10):
-        mcmc = self.infer.MCMC(self.infer.NUTS(model), num_warmup=warmup, num_samples=num_samples, progress_bar=False)
+        mcmc = self.infer.MCMC(
+            self.infer.NUTS(model), num_warmup=warmup, num_samples=num_samples, progress_bar=False
+        )
         mcmc.run(self.jax.random.key(0), *args)
         return {k: np.asarray(v) for k, v in mcmc.get_samples().items()}
 
@@ -248,8 +290,12 @@ class NumPyroHarness:
         class Record(Messenger):
             def postprocess_message(self, msg):
                 if msg["type"] == "sample" and msg["name"] == name:
-                    jax.debug.callback(lambda v: store.setdefault(tag, []).append(
-                        SimpleNamespace(loc=np.asarray(v))), msg["fn"].loc)
+                    jax.debug.callback(
+                        lambda v: store.setdefault(tag, []).append(
+                            SimpleNamespace(loc=np.asarray(v))
+                        ),
+                        msg["fn"].loc,
+                    )
 
         return Record(fn)
 

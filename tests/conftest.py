@@ -10,13 +10,15 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Keyed by the program, the jax version and the flags: a stale entry cannot be reused wrongly.
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR",
-    os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "pyro-mixup", "jax-tests"),
+    os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "pyro-mixup", "jax-tests"
+    ),
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 sys.path.insert(0, os.path.dirname(__file__))
 
-from backends import harness  # noqa: E402
+from backends import harness
 
 
 @pytest.fixture(params=["pyro", "numpyro"])
@@ -25,6 +27,7 @@ def backend(request):
     B = harness(request.param)
     B.reset()
     return B
+
 
 # The tests' networks are tiny: one torch thread is faster than two, and leaves the
 # other core to the second pytest-xdist worker.

@@ -18,10 +18,16 @@ def _tril(rng):
 CASES = {
     "Normal": lambda r: dict(loc=r.normal(0, 3), scale=r.uniform(0.2, 3)),
     "MultivariateNormal": lambda r: dict(loc=r.normal(size=D), scale_tril=_tril(r)),
-    "MultivariateNormalCov": lambda r: (lambda L: dict(loc=r.normal(size=D), covariance_matrix=L @ L.T))(_tril(r)),
-    "MultivariateNormalPrec": lambda r: (lambda L: dict(loc=r.normal(size=D), precision_matrix=L @ L.T))(_tril(r)),
+    "MultivariateNormalCov": lambda r: (
+        lambda L: dict(loc=r.normal(size=D), covariance_matrix=L @ L.T)
+    )(_tril(r)),
+    "MultivariateNormalPrec": lambda r: (
+        lambda L: dict(loc=r.normal(size=D), precision_matrix=L @ L.T)
+    )(_tril(r)),
     "LowRankMultivariateNormal": lambda r: dict(
-        loc=r.normal(size=D), cov_factor=r.normal(size=(D, 1)) * 0.5, cov_diag=r.uniform(0.5, 1.5, D)
+        loc=r.normal(size=D),
+        cov_factor=r.normal(size=(D, 1)) * 0.5,
+        cov_diag=r.uniform(0.5, 1.5, D),
     ),
     "Bernoulli": lambda r: dict(logits=r.normal(0, 2)),
     "Categorical": lambda r: dict(logits=r.normal(0, 2, size=4)),
@@ -71,11 +77,13 @@ def _cls_name(name):
 
 
 def make_torch(name, params, dtype=None):
-    import torch
     import pyro.distributions as dist
+    import torch
 
     dtype = dtype or torch.float64
-    kw = {k: (v if isinstance(v, int) else torch.as_tensor(v, dtype=dtype)) for k, v in params.items()}
+    kw = {
+        k: (v if isinstance(v, int) else torch.as_tensor(v, dtype=dtype)) for k, v in params.items()
+    }
     return getattr(dist, _cls_name(name))(**kw)
 
 

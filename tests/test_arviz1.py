@@ -42,8 +42,11 @@ def test_numpyro_path_under_arviz1():
         pythons = _pythons_312_or_later()
         pytest.skip(
             "no ArviZ 1.x environment (.venv-arviz1 or $PYRO_MIXUP_ARVIZ1_PYTHON): "
-            + (f"run `make test-arviz1` (Python >= 3.12 found: {pythons[0]})" if pythons
-               else "ArviZ 1.x needs Python >= 3.12 and none was found, so the DataTree path is not checked here")
+            + (
+                f"run `make test-arviz1` (Python >= 3.12 found: {pythons[0]})"
+                if pythons
+                else "ArviZ 1.x needs Python >= 3.12 and none was found, so the DataTree path is not checked here"
+            )
         )
     out = subprocess.run([python, CHECK], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert out.returncode == 0, out.stdout + out.stderr

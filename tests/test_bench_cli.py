@@ -10,9 +10,9 @@ import os
 import numpy as np
 import pytest
 
+from pyro_mixup.cli import main
 from pyro_mixup.experiments import data as D
 from pyro_mixup.experiments.methods import METHOD_NAMES, METHODS, parse_methods
-from pyro_mixup.cli import main
 
 
 def tiny_uci(folder, n=40, n_splits=3):
@@ -30,25 +30,66 @@ def tiny_uci(folder, n=40, n_splits=3):
 
 
 def test_the_ten_methods():
-    assert METHOD_NAMES == ["erm", "mix", "m-mix", "lock-mix", "lock-m-mix", "probmix", "m-probmix",
-                            "lock-probmix", "lock-m-probmix", "cmixup-probmix"]
+    assert METHOD_NAMES == [
+        "erm",
+        "mix",
+        "m-mix",
+        "lock-mix",
+        "lock-m-mix",
+        "probmix",
+        "m-probmix",
+        "lock-probmix",
+        "lock-m-probmix",
+        "cmixup-probmix",
+    ]
     assert [m for m in METHOD_NAMES if METHODS[m].embedding] == ["m-probmix", "lock-m-probmix"]
     # the linear-pooling ablations are registered but not in the default set
-    assert [m for m in METHODS if m not in METHOD_NAMES] == ["m-probmix-linear", "lock-m-probmix-linear",
-                                                             "m-probmix-star", "lock-m-probmix-star"]
-    assert parse_methods("m-probmix-linear") == ["m-probmix-linear"] and parse_methods(None) == METHOD_NAMES
+    assert [m for m in METHODS if m not in METHOD_NAMES] == [
+        "m-probmix-linear",
+        "lock-m-probmix-linear",
+        "m-probmix-star",
+        "lock-m-probmix-star",
+    ]
+    assert (
+        parse_methods("m-probmix-linear") == ["m-probmix-linear"]
+        and parse_methods(None) == METHOD_NAMES
+    )
     assert parse_methods("probmix, erm") == ["probmix", "erm"]
     with pytest.raises(ValueError, match="unknown method"):
         parse_methods("erm,mixup")
 
 
-@pytest.mark.parametrize("backend, methods", [("pyro", "erm,mix,lock-m-mix,m-probmix,cmixup-probmix"),
-                                               ("numpyro", "erm,probmix,lock-m-probmix")])
+@pytest.mark.parametrize(
+    "backend, methods",
+    [
+        ("pyro", "erm,mix,lock-m-mix,m-probmix,cmixup-probmix"),
+        ("numpyro", "erm,probmix,lock-m-probmix"),
+    ],
+)
 def test_uci_end_to_end_and_resumable(tmp_path, capsys, backend, methods):
     data_dir = tiny_uci(str(tmp_path / "uci"))
     out = str(tmp_path / "out")
-    argv = ["bench", "uci", "--data-dir", data_dir, "--splits", "0-1", "--epochs", "4", "--backend", backend,
-            "--methods", methods, "--alphas", "0.5", "--batch-size", "8", "--out", out, "--quiet"]
+    argv = [
+        "bench",
+        "uci",
+        "--data-dir",
+        data_dir,
+        "--splits",
+        "0-1",
+        "--epochs",
+        "4",
+        "--backend",
+        backend,
+        "--methods",
+        methods,
+        "--alphas",
+        "0.5",
+        "--batch-size",
+        "8",
+        "--out",
+        out,
+        "--quiet",
+    ]
     assert main(argv) == 0
     recs = json.load(open(os.path.join(out, "uci.json")))
     names = methods.split(",")
@@ -56,15 +97,28 @@ def test_uci_end_to_end_and_resumable(tmp_path, capsys, backend, methods):
     assert {(r["method"], r["split"]) for r in recs} == {(m, k) for m in names for k in (0, 1)}
     for r in recs:
         assert r["dataset"] == "tinyset" and r["backend"] == backend and r["batch_size"] == 8
-        for key in ("test_nll", "test_rmse", "coverage_90", "best_epoch", "seconds", "alpha", "learned"):
+        for key in (
+            "test_nll",
+            "test_rmse",
+            "coverage_90",
+            "best_epoch",
+            "seconds",
+            "alpha",
+            "learned",
+        ):
             assert key in r
         assert np.isfinite(r["test_nll"]) and r["test_rmse"] > 0 and 1 <= r["best_epoch"] <= 4
         # embedding networks are scored with the marginal predictive over their embedding
         embedding = METHODS[r["method"]].embedding
-        assert (r["predictive"], r["predictive_draws"]) == (("marginal", 1000) if embedding else ("mean", 1))
+        assert (r["predictive"], r["predictive_draws"]) == (
+            ("marginal", 1000) if embedding else ("mean", 1)
+        )
         assert ("test_nll_mean_embedding" in r) == embedding
         if embedding:
-            assert np.isfinite(r["test_nll_mean_embedding"]) and r["test_nll"] != r["test_nll_mean_embedding"]
+            assert (
+                np.isfinite(r["test_nll_mean_embedding"])
+                and r["test_nll"] != r["test_nll_mean_embedding"]
+            )
     md = open(os.path.join(out, "uci.md")).read()
     assert "| tinyset |" in md and "Paper, Table 1" in md and "±" in md
     # resumable: a second call trains nothing and keeps the records
@@ -78,12 +132,32 @@ def test_uci_end_to_end_and_resumable(tmp_path, capsys, backend, methods):
 
 
 def test_uci_missing_data_dir_is_a_clear_error(tmp_path, capsys):
-    rc = main(["bench", "uci", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"), "--quiet"])
+    rc = main(
+        [
+            "bench",
+            "uci",
+            "--data-dir",
+            str(tmp_path / "nowhere"),
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+        ]
+    )
     assert rc == 2
     assert "does not exist" in capsys.readouterr().err
     tiny_uci(str(tmp_path / "uci"))
     os.remove(tmp_path / "uci" / "tinyset" / "index_features.txt")
-    rc = main(["bench", "uci", "--data-dir", str(tmp_path / "uci"), "--out", str(tmp_path / "o"), "--quiet"])
+    rc = main(
+        [
+            "bench",
+            "uci",
+            "--data-dir",
+            str(tmp_path / "uci"),
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+        ]
+    )
     assert rc == 2
     assert "lacks index_features.txt" in capsys.readouterr().err
 
@@ -93,14 +167,33 @@ def _split(n=96, d=2, seed=0, index=0):
     x = rng.normal(size=(n + 32, d)).astype(np.float32)
     y = (np.sin(x[:, 0]) + 0.5 * x[:, 1] + 0.1 * rng.normal(size=n + 32)).astype(np.float32)
     y = (y - y[:n].mean()) / y[:n].std()
-    return D.Split("toy", index, x[:n], y[:n], x[n:n + 16], y[n:n + 16], x[n + 16:], y[n + 16:],
-                   np.zeros(d), np.ones(d), 0.0, 1.0)
+    return D.Split(
+        "toy",
+        index,
+        x[:n],
+        y[:n],
+        x[n : n + 16],
+        y[n : n + 16],
+        x[n + 16 :],
+        y[n + 16 :],
+        np.zeros(d),
+        np.ones(d),
+        0.0,
+        1.0,
+    )
 
 
-@pytest.mark.parametrize("methods", [("erm",), ("lock-mix", "mix"), ("m-probmix", "lock-m-probmix"),
-                                     ("probmix", "lock-probmix", "cmixup-probmix"),
-                                     ("m-probmix-linear", "lock-m-probmix-linear"),
-                                     ("m-probmix-star", "lock-m-probmix-star")])
+@pytest.mark.parametrize(
+    "methods",
+    [
+        ("erm",),
+        ("lock-mix", "mix"),
+        ("m-probmix", "lock-m-probmix"),
+        ("probmix", "lock-probmix", "cmixup-probmix"),
+        ("m-probmix-linear", "lock-m-probmix-linear"),
+        ("m-probmix-star", "lock-m-probmix-star"),
+    ],
+)
 def test_every_method_lowers_its_training_loss_numpyro(methods):
     # one compiled trainer per graph: members of a graph (random and table pairings) train side by side
     from pyro_mixup.experiments import train_numpyro as T
@@ -123,7 +216,9 @@ def test_members_trained_together_equal_members_trained_alone():
 
     splits = [_split(index=0), _split(seed=1, index=3)]
     cfg = T.TrainConfig(epochs=15, lr=0.01, batch_size=16)
-    together = T.run_members(splits, ["probmix", "lock-probmix"], [0.2, 1.0], cfg, seed=5, hidden=(8,))
+    together = T.run_members(
+        splits, ["probmix", "lock-probmix"], [0.2, 1.0], cfg, seed=5, hidden=(8,)
+    )
     alone = T.run_members(splits[1:], ["probmix"], [1.0], cfg, seed=5, hidden=(8,))
     a, b = together[("probmix", 1.0, 3)], alone[("probmix", 1.0, 3)]
     assert a["test_nll"] == pytest.approx(b["test_nll"], rel=1e-5)
@@ -151,28 +246,71 @@ def test_full_batch_trains_with_table_and_random_partners():
 def test_uci_flags_a_network_that_did_not_train(tmp_path, capsys):
     # lr so small the network stays where it started: no better than a constant prediction
     data_dir = tiny_uci(str(tmp_path / "uci"))
-    rc = main(["bench", "uci", "--data-dir", data_dir, "--splits", "0", "--epochs", "3", "--methods", "erm",
-               "--lr", "1e-9", "--batch-size", "8", "--out", str(tmp_path / "o"), "--quiet"])
+    rc = main(
+        [
+            "bench",
+            "uci",
+            "--data-dir",
+            data_dir,
+            "--splits",
+            "0",
+            "--epochs",
+            "3",
+            "--methods",
+            "erm",
+            "--lr",
+            "1e-9",
+            "--batch-size",
+            "8",
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+        ]
+    )
     assert rc == 1
     assert "did not train" in capsys.readouterr().out
     summary = json.load(open(tmp_path / "o" / "uci_summary.json"))
-    assert summary["untrained"] == [{"dataset": "tinyset", "method": "erm", "alpha": 0.0, "split": 0}]
+    assert summary["untrained"] == [
+        {"dataset": "tinyset", "method": "erm", "alpha": 0.0, "split": 0}
+    ]
 
 
 def test_uci_keeps_marginal_and_mean_embedding_records_apart(tmp_path, capsys):
     data_dir = tiny_uci(str(tmp_path / "uci"))
     out = str(tmp_path / "out")
-    argv = ["bench", "uci", "--data-dir", data_dir, "--splits", "0", "--epochs", "3", "--methods", "erm,m-probmix",
-            "--alphas", "0.5", "--batch-size", "8", "--out", out, "--quiet"]
+    argv = [
+        "bench",
+        "uci",
+        "--data-dir",
+        data_dir,
+        "--splits",
+        "0",
+        "--epochs",
+        "3",
+        "--methods",
+        "erm,m-probmix",
+        "--alphas",
+        "0.5",
+        "--batch-size",
+        "8",
+        "--out",
+        out,
+        "--quiet",
+    ]
     assert main(argv + ["--test-draws", "50"]) == 0
-    assert main(argv + ["--predictive", "mean"]) == 0  # ERM is not trained again; M-ProbMix is scored anew
+    assert (
+        main(argv + ["--predictive", "mean"]) == 0
+    )  # ERM is not trained again; M-ProbMix is scored anew
     recs = json.load(open(os.path.join(out, "uci.json")))
     got = sorted((r["method"], r["predictive"], r["predictive_draws"]) for r in recs)
     assert got == [("erm", "mean", 1), ("m-probmix", "marginal", 50), ("m-probmix", "mean", 1)]
     assert main(argv + ["--test-draws", "0"]) == 2
     # records of the previous release (no predictive fields) were scored by the mean embedding: they are reused
-    old = [{k: v for k, v in r.items() if k not in ("predictive", "predictive_draws")} for r in recs
-           if r["predictive"] == "mean"]
+    old = [
+        {k: v for k, v in r.items() if k not in ("predictive", "predictive_draws")}
+        for r in recs
+        if r["predictive"] == "mean"
+    ]
     json.dump(old, open(os.path.join(out, "uci.json"), "w"))
     capsys.readouterr()
     assert main(argv + ["--predictive", "mean"]) == 0
@@ -190,14 +328,23 @@ def test_alpha_zero_is_no_mixing():
     s = _split()
     cfg = T.TrainConfig(epochs=10, lr=0.01, batch_size=16)
     data = [jnp.asarray(getattr(s, a))[None] for a in ("x_fit", "y_fit", "x_val", "y_val")]
-    index, cand, cdf = T.partner_tables([], [s])
+    _index, cand, cdf = T.partner_tables([], [s])
     out = {}
     for m in ("erm", "probmix"):
         train = T.build(GaussianMLP(s.x_fit.shape[1], (16,)), METHODS[m], cfg, s.x_fit.shape[0])
-        out[m] = train(jax.random.key(0)[None], jnp.zeros(1), jnp.zeros(1, int), -jnp.ones(1, int), *data, cand, cdf)
+        out[m] = train(
+            jax.random.key(0)[None],
+            jnp.zeros(1),
+            jnp.zeros(1, int),
+            -jnp.ones(1, int),
+            *data,
+            cand,
+            cdf,
+        )
     assert np.isfinite(np.asarray(out["probmix"]["val_nll"])).all()
-    np.testing.assert_allclose(np.asarray(out["probmix"]["train_loss"]), np.asarray(out["erm"]["train_loss"]),
-                               rtol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(out["probmix"]["train_loss"]), np.asarray(out["erm"]["train_loss"]), rtol=1e-4
+    )
 
 
 def test_m_probmix_star_has_its_own_network():
@@ -209,7 +356,12 @@ def test_m_probmix_star_has_its_own_network():
     shapes = net.shapes()
     assert net.sizes == [3, 64, 32, 2] and "emb_a" not in shapes
     assert (shapes["var_w0"], shapes["var_w1"]) == ((3, 64), (64, 64))
-    torch_net, _ = P.fit_net("lock-m-probmix-star", np.random.default_rng(0).normal(size=(20, 3)), np.zeros(20),
-                             hidden=(128, 32), epochs=2)
+    torch_net, _ = P.fit_net(
+        "lock-m-probmix-star",
+        np.random.default_rng(0).normal(size=(20, 3)),
+        np.zeros(20),
+        hidden=(128, 32),
+        epochs=2,
+    )
     assert [layer.out_features for layer in torch_net.layers] == [64, 32, 2]
     assert torch_net.variance[0].out_features == 64 and torch_net.variance[2].out_features == 64

@@ -38,14 +38,22 @@ def test_feature_and_target_columns(tmp_path):
 
 @pytest.mark.parametrize(
     "spec, expected",
-    [(None, list(range(20))), ("all", list(range(20))), ("0-19", list(range(20))), ("0,3,5", [0, 3, 5]),
-     ("2-4,7", [2, 3, 4, 7]), ("5,1,5", [1, 5])],
+    [
+        (None, list(range(20))),
+        ("all", list(range(20))),
+        ("0-19", list(range(20))),
+        ("0,3,5", [0, 3, 5]),
+        ("2-4,7", [2, 3, 4, 7]),
+        ("5,1,5", [1, 5]),
+    ],
 )
 def test_parse_splits(spec, expected):
     assert D.parse_splits(spec, 20) == expected
 
 
-@pytest.mark.parametrize("spec, msg", [("0-20", "out of range"), ("a-b", "bad split"), ("3-1", "end before start")])
+@pytest.mark.parametrize(
+    "spec, msg", [("0-20", "out of range"), ("a-b", "bad split"), ("3-1", "end before start")]
+)
 def test_parse_splits_errors(spec, msg):
     with pytest.raises(ValueError, match=msg):
         D.parse_splits(spec, 20)
@@ -63,8 +71,12 @@ def test_split_parts_and_standardisation(tmp_path):
     x_fit, y_fit = data[s.fit_idx][:, [0, 2]], data[s.fit_idx, 1]
     np.testing.assert_allclose(s.x_fit.mean(0), 0, atol=1e-5)
     np.testing.assert_allclose(s.x_fit.std(0), 1, atol=1e-5)
-    np.testing.assert_allclose(s.x_test, (data[test[1]][:, [0, 2]] - x_fit.mean(0)) / x_fit.std(0), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(s.y_val, (data[s.val_idx, 1] - y_fit.mean()) / y_fit.std(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        s.x_test, (data[test[1]][:, [0, 2]] - x_fit.mean(0)) / x_fit.std(0), rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        s.y_val, (data[s.val_idx, 1] - y_fit.mean()) / y_fit.std(), rtol=1e-5, atol=1e-5
+    )
     assert s.y_mean == pytest.approx(y_fit.mean()) and s.y_std == pytest.approx(y_fit.std())
     # the same seed gives the same validation rows; another seed other rows
     assert np.array_equal(D.make_split(ds, 1, seed=3).val_idx, s.val_idx)
@@ -88,12 +100,17 @@ def test_scores_in_original_units_by_hand():
     by_hand = 0.5 * math.log(2 * math.pi) + math.log(0.5) + 0.5 * ((3.0 - 2.0) / 0.5) ** 2
     assert s["test_nll"] == pytest.approx(by_hand, rel=1e-9)
     mu, sg, y = np.array([0.1, -1.0, 2.0]), np.array([0.3, 1.5, 0.2]), np.array([40.0, -3.0, 61.0])
-    ref = -torch.distributions.Normal(torch.tensor(mu * 25 + 10), torch.tensor(sg * 25)).log_prob(torch.tensor(y)).mean()
+    ref = (
+        -torch.distributions.Normal(torch.tensor(mu * 25 + 10), torch.tensor(sg * 25))
+        .log_prob(torch.tensor(y))
+        .mean()
+    )
     s = gaussian_scores(mu, sg, (y - 10.0) / 25.0, y_scale=25.0)
     assert s["test_nll"] == pytest.approx(float(ref), rel=1e-9)
     # predictions 10 and 35 against 10 and 40
-    assert gaussian_scores([0.0, 1.0], [1.0, 1.0], [0.0, 1.2], y_scale=25.0)["test_rmse"] == pytest.approx(
-        math.sqrt((0 + 5**2) / 2))
+    assert gaussian_scores([0.0, 1.0], [1.0, 1.0], [0.0, 1.2], y_scale=25.0)[
+        "test_rmse"
+    ] == pytest.approx(math.sqrt((0 + 5**2) / 2))
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):
@@ -115,7 +132,10 @@ def test_missing_folder_is_a_clear_error(tmp_path):
         (lambda f: (f / "index_features.txt").write_text("0\n7\n"), "out of range"),
         (lambda f: (f / "index_train_0.txt").write_text("0\n1.5\n"), "integers"),
         (lambda f: os.remove(f / "index_test_1.txt"), "index_test_1.txt is missing"),
-        (lambda f: (f / "index_test_0.txt").write_text((f / "index_train_0.txt").read_text()), "overlap"),
+        (
+            lambda f: (f / "index_test_0.txt").write_text((f / "index_train_0.txt").read_text()),
+            "overlap",
+        ),
     ],
 )
 def test_malformed_folder_is_a_clear_error(tmp_path, breakage, msg):

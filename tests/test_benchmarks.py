@@ -14,8 +14,20 @@ def _run_benchmark(name, argv, monkeypatch):
 
 def test_pyro_overhead_benchmark_runs(tmp_path, monkeypatch):
     out = tmp_path / "overhead.json"
-    result = _run_benchmark("overhead.py", ["--blocks", "2", "--steps", "2", "--variants", "erm,hand-pooled,probmix,mix",
-                                            "--json", str(out)], monkeypatch)
+    result = _run_benchmark(
+        "overhead.py",
+        [
+            "--blocks",
+            "2",
+            "--steps",
+            "2",
+            "--variants",
+            "erm,hand-pooled,probmix,mix",
+            "--json",
+            str(out),
+        ],
+        monkeypatch,
+    )
     assert set(result) == {"erm", "hand-pooled", "probmix", "mix"}
     assert all(math.isfinite(r["ratio"]) and r["us_per_step"] > 0 for r in result.values())
     assert result["erm"]["ratio"] == 1.0 and out.exists()
@@ -30,9 +42,9 @@ def test_bnn_validation_grid_splits_training_rows_and_picks_lowest_validation_nl
     import json
 
     import numpy as np
+    from test_bnn import write_uci
 
     from pyro_mixup.bnn.data import load_split
-    from test_bnn import write_uci
 
     write_uci(tmp_path / "uci", n=40, d=2, splits=2)
     module = runpy.run_path(str(ROOT / "benchmarks" / "bnn_validation_grid.py"))
@@ -40,18 +52,50 @@ def test_bnn_validation_grid_splits_training_rows_and_picks_lowest_validation_nl
     x_fit, y_fit, x_val, y_val = module["inner_split"](split)
     # a partition of the training rows only: no test row, nothing lost, nothing twice
     train_rows = {tuple(r) for r in np.column_stack([split.x_train, split.y_train])}
-    inner_rows = [tuple(r) for r in np.column_stack([np.vstack([x_fit, x_val]), np.concatenate([y_fit, y_val])])]
-    assert len(inner_rows) == len(train_rows) and set(inner_rows) == train_rows and len(y_val) == round(0.2 * len(split.y_train))
+    inner_rows = [
+        tuple(r)
+        for r in np.column_stack([np.vstack([x_fit, x_val]), np.concatenate([y_fit, y_val])])
+    ]
+    assert (
+        len(inner_rows) == len(train_rows)
+        and set(inner_rows) == train_rows
+        and len(y_val) == round(0.2 * len(split.y_train))
+    )
     out = tmp_path / "grid.json"
-    module["main"](["--data-dir", str(tmp_path / "uci"), "--dataset", "tiny", "--methods", "erm", "--splits", "0-1",
-                    "--grid", "0.1:0.01,1:0.001", "--epochs", "20", "--hidden", "4", "--num-samples", "10",
-                    "--out", str(out)])
+    module["main"](
+        [
+            "--data-dir",
+            str(tmp_path / "uci"),
+            "--dataset",
+            "tiny",
+            "--methods",
+            "erm",
+            "--splits",
+            "0-1",
+            "--grid",
+            "0.1:0.01,1:0.001",
+            "--epochs",
+            "20",
+            "--hidden",
+            "4",
+            "--num-samples",
+            "10",
+            "--out",
+            str(out),
+        ]
+    )
     result = json.loads(out.read_text())
     assert len(result["records"]) == 2 and all(np.isfinite(r["val_nll"]) for r in result["records"])
     best = min(result["records"], key=lambda r: r["val_nll"])
-    assert result["chosen"] == [{"dataset": "tiny", "method": "erm", "kl_weight": best["kl_weight"], "lr": best["lr"]}]
-    command = [line for line in capsys.readouterr().out.splitlines() if line.startswith("pyro-mixup bnn")]
-    assert len(command) == 1 and f"--kl-weight {best['kl_weight']:g} --lr {best['lr']:g}" in command[0]
+    assert result["chosen"] == [
+        {"dataset": "tiny", "method": "erm", "kl_weight": best["kl_weight"], "lr": best["lr"]}
+    ]
+    command = [
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("pyro-mixup bnn")
+    ]
+    assert (
+        len(command) == 1 and f"--kl-weight {best['kl_weight']:g} --lr {best['lr']:g}" in command[0]
+    )
     assert "--backend numpyro" in command[0] and "--methods erm" in command[0]
 
 
@@ -59,10 +103,15 @@ def test_predictive_draws_benchmark_runs(tmp_path, monkeypatch, capsys):
     import json
 
     out = tmp_path / "draws.json"
-    _run_benchmark("predictive_draws.py", ["--runs", "1", "--epochs", "3", "--draws", "5,20", "--repeats", "2",
-                                           "--json", str(out)], monkeypatch)
+    _run_benchmark(
+        "predictive_draws.py",
+        ["--runs", "1", "--epochs", "3", "--draws", "5,20", "--repeats", "2", "--json", str(out)],
+        monkeypatch,
+    )
     rows = json.load(open(out))["rows"]
-    assert {(r["part"], r["draws"]) for r in rows} == {(p, s) for p in ("id", "ood") for s in (5, 20)}
+    assert {(r["part"], r["draws"]) for r in rows} == {
+        (p, s) for p in ("id", "ood") for s in (5, 20)
+    }
     assert all(math.isfinite(r["max_deviation"]) and r["max_std"] >= 0 for r in rows)
     assert "max deviation" in capsys.readouterr().out
 

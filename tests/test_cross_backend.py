@@ -91,7 +91,9 @@ class _NumPyroFixNoise(NMessenger):
 
 def pyro_loss(handler, head, with_embed, **kw):
     model = make_model("pyro", head, with_embed)
-    wrapped = model if handler is None else getattr(ph, handler)(model, lam=LAM, perm=PERM.tolist(), **kw)
+    wrapped = (
+        model if handler is None else getattr(ph, handler)(model, lam=LAM, perm=PERM.tolist(), **kw)
+    )
     y = torch.tensor(Y) if head == "normal" else torch.tensor(LABELS)
     with _PyroFixNoise():
         tr = pyro.poutine.trace(wrapped).get_trace(torch.tensor(X), y)
@@ -100,7 +102,9 @@ def pyro_loss(handler, head, with_embed, **kw):
 
 def numpyro_loss(handler, head, with_embed, jit=False, **kw):
     model = make_model("numpyro", head, with_embed)
-    wrapped = model if handler is None else getattr(nh, handler)(model, lam=LAM, perm=PERM.tolist(), **kw)
+    wrapped = (
+        model if handler is None else getattr(nh, handler)(model, lam=LAM, perm=PERM.tolist(), **kw)
+    )
     y = jnp.asarray(Y) if head == "normal" else jnp.asarray(LABELS)
 
     def f(x, y):
@@ -122,10 +126,22 @@ CASES = [
     ("M-Mix mixed", "mixup", "normal", False, {"at": "h", "target": "mixed"}),
     ("M-Mix expected", "mixup", "normal", False, {"at": "h", "target": "expected"}),
     ("ProbMix classes expected", "probmix", "categorical", False, {}),
-    ("ProbMix classes soft labels", "probmix", "categorical", False, {"target": "mixed", "beta": 0.01}),
+    (
+        "ProbMix classes soft labels",
+        "probmix",
+        "categorical",
+        False,
+        {"target": "mixed", "beta": 0.01},
+    ),
     ("M-ProbMix classes", "probmix", "categorical", True, {"at": "z"}),
     ("Mix classes", "mixup", "categorical", False, {"at": "x"}),
-    ("M-Mix classes soft labels", "mixup", "categorical", False, {"at": "h", "target": "mixed", "beta": 0.05}),
+    (
+        "M-Mix classes soft labels",
+        "mixup",
+        "categorical",
+        False,
+        {"at": "h", "target": "mixed", "beta": 0.05},
+    ),
 ]
 
 
@@ -143,7 +159,9 @@ def test_pyro_and_numpyro_give_the_same_loss(name, handler, head, with_embed, kw
 def test_agreement_holds_under_jit():
     kw = {"at": "z", "target": "mixed"}
     np.testing.assert_allclose(
-        numpyro_loss("probmix", "normal", True, jit=True, **kw), pyro_loss("probmix", "normal", True, **kw), rtol=2e-5
+        numpyro_loss("probmix", "normal", True, jit=True, **kw),
+        pyro_loss("probmix", "normal", True, **kw),
+        rtol=2e-5,
     )
 
 
@@ -151,8 +169,15 @@ def test_per_example_lam_agrees():
     lam = np.linspace(0.05, 0.95, N).astype(np.float32)
     tm = make_model("pyro", "normal", False)
     jm = make_model("numpyro", "normal", False)
-    p = pyro.poutine.trace(ph.probmix(tm, lam=torch.tensor(lam), perm=PERM.tolist())).get_trace(
-        torch.tensor(X), torch.tensor(Y)
-    ).log_prob_sum()
-    n = log_density(nh.probmix(jm, lam=jnp.asarray(lam), perm=PERM.tolist()), (jnp.asarray(X), jnp.asarray(Y)), {}, {})[0]
+    p = (
+        pyro.poutine.trace(ph.probmix(tm, lam=torch.tensor(lam), perm=PERM.tolist()))
+        .get_trace(torch.tensor(X), torch.tensor(Y))
+        .log_prob_sum()
+    )
+    n = log_density(
+        nh.probmix(jm, lam=jnp.asarray(lam), perm=PERM.tolist()),
+        (jnp.asarray(X), jnp.asarray(Y)),
+        {},
+        {},
+    )[0]
     np.testing.assert_allclose(float(n), float(p), rtol=2e-5)

@@ -4,6 +4,7 @@ the handler guard, NetCDF round trips, az.loo / az.compare on the output."""
 
 import warnings
 
+import arviz as az
 import numpy as np
 import pyro
 import pyro.distributions as dist
@@ -18,8 +19,6 @@ from pyro_mixup import diagnostics
 from pyro_mixup.diagnostics import HandlerLeakError, to_inference_data, unwrap
 from pyro_mixup.handlers import mixup, probmix
 from pyro_mixup.primitives import mixable
-
-import arviz as az
 
 X = torch.linspace(-2.0, 2.0, 24)
 Y = 1.5 * X + 0.3 * torch.randn(24, generator=torch.Generator().manual_seed(1))
@@ -61,7 +60,12 @@ def _independent_loglik(w, s, x, y):
 def test_pyro_guide_groups_dims_and_loglik_match_independent_computation():
     guide = _fit_pyro(linreg)
     idata = to_inference_data(linreg, guide, X, Y, num_samples=60)
-    assert set(idata.groups()) >= {"posterior", "posterior_predictive", "log_likelihood", "observed_data"}
+    assert set(idata.groups()) >= {
+        "posterior",
+        "posterior_predictive",
+        "log_likelihood",
+        "observed_data",
+    }
     assert idata.log_likelihood["y"].dims == ("chain", "draw", "data")
     assert idata.log_likelihood["y"].shape == (1, 60, 24)
     assert idata.posterior["w"].shape == (1, 60)
@@ -163,7 +167,9 @@ def test_outer_wrappers_are_stripped(wrap):
     b = to_inference_data(linreg, samples, X, Y)
     np.testing.assert_array_equal(a.log_likelihood["y"].values, b.log_likelihood["y"].values)
     np.testing.assert_allclose(
-        a.log_likelihood["y"].values[0], _independent_loglik(samples["w"], samples["s"], X, Y), rtol=1e-5
+        a.log_likelihood["y"].values[0],
+        _independent_loglik(samples["w"], samples["s"], X, Y),
+        rtol=1e-5,
     )
 
 
@@ -174,14 +180,17 @@ def test_other_handlers_are_not_stripped():
 
 @pytest.mark.parametrize(
     "handler",
-    [lambda: probmix(lam=0.3), lambda: mixup(at="x", lam=0.3), lambda: probmix(alpha=1.0, target="expected")],
+    [
+        lambda: probmix(lam=0.3),
+        lambda: mixup(at="x", lam=0.3),
+        lambda: probmix(alpha=1.0, target="expected"),
+    ],
     ids=["probmix", "mixup", "probmix-expected"],
 )
 def test_enclosing_handler_is_refused(handler):
     samples = {"w": torch.tensor([1.0]), "s": torch.tensor([0.4])}
-    with pytest.raises(HandlerLeakError, match="pyro_mixup handler"):
-        with handler():
-            to_inference_data(linreg, samples, X, Y)
+    with pytest.raises(HandlerLeakError, match="pyro_mixup handler"), handler():
+        to_inference_data(linreg, samples, X, Y)
 
 
 def test_handler_inside_the_model_is_refused():
@@ -202,7 +211,9 @@ def test_guide_trained_under_handler_gives_plain_loglik():
         svi.step(X, Y)
     idata = to_inference_data(probmix(linreg, alpha=0.5), guide, X, Y, num_samples=20)
     w, s = idata.posterior["w"].values.ravel(), idata.posterior["s"].values.ravel()
-    np.testing.assert_allclose(idata.log_likelihood["y"].values[0], _independent_loglik(w, s, X, Y), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        idata.log_likelihood["y"].values[0], _independent_loglik(w, s, X, Y), rtol=1e-5, atol=1e-5
+    )
 
 
 # --- ArviZ on the output ----------------------------------------------------------
@@ -225,7 +236,12 @@ def test_netcdf_round_trip(tmp_path):
 def test_loo_and_compare_run_on_the_output():
     guide = _fit_pyro(linreg)
     good = to_inference_data(linreg, guide, X, Y, num_samples=100)
-    bad = to_inference_data(linreg, {"w": torch.full((100,), -1.0) + 0.05 * torch.randn(100), "s": torch.full((100,), 0.3)}, X, Y)
+    bad = to_inference_data(
+        linreg,
+        {"w": torch.full((100,), -1.0) + 0.05 * torch.randn(100), "s": torch.full((100,), 0.3)},
+        X,
+        Y,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         loo = az.loo(good, pointwise=True)
@@ -276,12 +292,16 @@ def test_numpyro_guide_and_params():
 
     x, y = jax.numpy.asarray(X.numpy()), jax.numpy.asarray(Y.numpy())
     guide = NAutoNormal(_np_model)
-    res = NSVI(_np_model, guide, Adam(0.05), NTrace()).run(jax.random.PRNGKey(0), 300, x, y, progress_bar=False)
+    res = NSVI(_np_model, guide, Adam(0.05), NTrace()).run(
+        jax.random.PRNGKey(0), 300, x, y, progress_bar=False
+    )
     idata = to_inference_data(_np_model, guide, x, y, params=res.params, num_samples=40)
     assert idata.posterior.attrs["backend"] == "numpyro"
     assert idata.log_likelihood["y"].dims == ("chain", "draw", "data")
     w, s = idata.posterior["w"].values.ravel(), idata.posterior["s"].values.ravel()
-    np.testing.assert_allclose(idata.log_likelihood["y"].values[0], _independent_loglik(w, s, X, Y), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        idata.log_likelihood["y"].values[0], _independent_loglik(w, s, X, Y), rtol=1e-4, atol=1e-4
+    )
     assert abs(w.mean() - W_OLS) < 0.15
     # the (guide, params) pair form gives the same draws
     idata2 = to_inference_data(_np_model, (guide, res.params), x, y, num_samples=40)
@@ -293,36 +313,56 @@ def test_numpyro_mcmc_object_with_chains():
     from numpyro.infer import MCMC, NUTS
 
     x, y = jax.numpy.asarray(X.numpy()), jax.numpy.asarray(Y.numpy())
-    mcmc = MCMC(NUTS(_np_model), num_warmup=100, num_samples=50, num_chains=2, chain_method="sequential", progress_bar=False)
+    mcmc = MCMC(
+        NUTS(_np_model),
+        num_warmup=100,
+        num_samples=50,
+        num_chains=2,
+        chain_method="sequential",
+        progress_bar=False,
+    )
     mcmc.run(jax.random.PRNGKey(1), x, y)
     idata = to_inference_data(_np_model, mcmc, x, y)
     assert idata.posterior["w"].shape == (2, 50)
     w = idata.posterior["w"].values.reshape(-1)
     s = idata.posterior["s"].values.reshape(-1)
     np.testing.assert_allclose(
-        idata.log_likelihood["y"].values.reshape(100, -1), _independent_loglik(w, s, X, Y), rtol=1e-4, atol=1e-4
+        idata.log_likelihood["y"].values.reshape(100, -1),
+        _independent_loglik(w, s, X, Y),
+        rtol=1e-4,
+        atol=1e-4,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert az.loo(idata).n_data_points == 24
         ref = az.from_numpyro(mcmc)
     # a model without deterministic sites, test data = training data: ArviZ's own converter agrees
-    np.testing.assert_allclose(idata.log_likelihood["y"].values, ref.log_likelihood["y"].values, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        idata.log_likelihood["y"].values, ref.log_likelihood["y"].values, rtol=1e-5, atol=1e-5
+    )
     # MCMC run with the default extra_fields records divergences only
-    assert list(idata.sample_stats.data_vars) == ["diverging"] and idata.sample_stats["diverging"].shape == (2, 50)
-    np.testing.assert_array_equal(idata.sample_stats["diverging"].values, ref.sample_stats["diverging"].values)
+    assert list(idata.sample_stats.data_vars) == ["diverging"] and idata.sample_stats[
+        "diverging"
+    ].shape == (2, 50)
+    np.testing.assert_array_equal(
+        idata.sample_stats["diverging"].values, ref.sample_stats["diverging"].values
+    )
 
 
 def test_numpyro_handler_guard():
-    import pyro_mixup.numpyro.handlers as handlers
     import jax.numpy as jnp
+
+    import pyro_mixup.numpyro.handlers as handlers
 
     x, y = jnp.asarray(X.numpy()), jnp.asarray(Y.numpy())
     samples = {"w": jnp.array([1.0, 1.5]), "s": jnp.array([0.4, 0.3])}
     wrapped = handlers.probmix(_np_model, lam=0.3)
     assert unwrap(wrapped) is _np_model
     a = to_inference_data(wrapped, samples, x, y)
-    np.testing.assert_allclose(a.log_likelihood["y"].values[0], _independent_loglik(samples["w"], samples["s"], X, Y), rtol=1e-4)
-    with pytest.raises(HandlerLeakError):
-        with handlers.probmix(lam=0.3):
-            to_inference_data(_np_model, samples, x, y)
+    np.testing.assert_allclose(
+        a.log_likelihood["y"].values[0],
+        _independent_loglik(samples["w"], samples["s"], X, Y),
+        rtol=1e-4,
+    )
+    with pytest.raises(HandlerLeakError), handlers.probmix(lam=0.3):
+        to_inference_data(_np_model, samples, x, y)

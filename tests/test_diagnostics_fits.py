@@ -5,6 +5,7 @@ predictive density, and the refusals."""
 
 import warnings
 
+import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,7 +19,6 @@ from numpyro.infer import MCMC as NMCMC
 from numpyro.infer import NUTS as NNUTS
 from scipy import stats
 
-import arviz as az
 from pyro_mixup.diagnostics import log_predictive_density, test_metrics, to_inference_data
 
 N = 24
@@ -33,7 +33,9 @@ Y_TEST = (1.5 * X_TEST + 0.3 * _rng.normal(size=N)).astype(np.float32)
 def _scipy_loglik(w, s, x, y):
     """log N(y_i | w x_i, s) per draw and row, independently of Pyro / NumPyro."""
     w, s = np.asarray(w, np.float64).reshape(-1, 1), np.asarray(s, np.float64).reshape(-1, 1)
-    return stats.norm.logpdf(np.asarray(y, np.float64)[None], w * np.asarray(x, np.float64)[None], s)
+    return stats.norm.logpdf(
+        np.asarray(y, np.float64)[None], w * np.asarray(x, np.float64)[None], s
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -67,13 +69,28 @@ def np_linreg_subsampled(x, y=None, batch=5):
         return numpyro.sample("y", nd.Normal(w * x[idx], s), obs=None if y is None else y[idx])
 
 
-EXTRA_FIELDS = ("diverging", "energy", "potential_energy", "adapt_state.step_size", "num_steps", "accept_prob")
+EXTRA_FIELDS = (
+    "diverging",
+    "energy",
+    "potential_energy",
+    "adapt_state.step_size",
+    "num_steps",
+    "accept_prob",
+)
 
 
 def _np_mcmc(model, chains=2):
-    mcmc = NMCMC(NNUTS(model), num_warmup=60, num_samples=40, num_chains=chains, chain_method="sequential",
-                 progress_bar=False)
-    mcmc.run(jax.random.PRNGKey(0), jnp.asarray(X_TRAIN), jnp.asarray(Y_TRAIN), extra_fields=EXTRA_FIELDS)
+    mcmc = NMCMC(
+        NNUTS(model),
+        num_warmup=60,
+        num_samples=40,
+        num_chains=chains,
+        chain_method="sequential",
+        progress_bar=False,
+    )
+    mcmc.run(
+        jax.random.PRNGKey(0), jnp.asarray(X_TRAIN), jnp.asarray(Y_TRAIN), extra_fields=EXTRA_FIELDS
+    )
     return mcmc
 
 
@@ -92,7 +109,9 @@ def test_numpyro_mcmc_with_deterministic_mu_scores_the_test_rows(np_mcmc_mu):
     ll = idata.log_likelihood["y"].values.reshape(80, N)
     np.testing.assert_allclose(ll, expected, rtol=1e-5, atol=1e-5)
     # the posterior's mu is the test-time one; the training-time mu would score other means
-    np.testing.assert_allclose(idata.posterior["mu"].values.reshape(80, N), w[:, None] * X_TEST[None], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        idata.posterior["mu"].values.reshape(80, N), w[:, None] * X_TEST[None], rtol=1e-5, atol=1e-5
+    )
     mu_train = np.asarray(np_mcmc_mu.get_samples()["mu"])
     s_col = s[:, None]
     stale = stats.norm.logpdf(Y_TEST[None], mu_train, s_col)
@@ -106,7 +125,12 @@ def test_numpyro_samples_with_observed_y_of_the_same_length_are_not_reused(np_mc
     idata = to_inference_data(np_linreg_mu, samples, jnp.asarray(X_TEST), jnp.asarray(Y_TEST))
     np.testing.assert_allclose(idata.observed_data["y"].values, Y_TEST)
     w, s = idata.posterior["w"].values.ravel(), idata.posterior["s"].values.ravel()
-    np.testing.assert_allclose(idata.log_likelihood["y"].values[0], _scipy_loglik(w, s, X_TEST, Y_TEST), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        idata.log_likelihood["y"].values[0],
+        _scipy_loglik(w, s, X_TEST, Y_TEST),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_numpyro_mcmc_loglik_and_sample_stats_equal_az_from_numpyro(np_mcmc_mu):
@@ -120,16 +144,29 @@ def test_numpyro_mcmc_loglik_and_sample_stats_equal_az_from_numpyro(np_mcmc_mu):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = az.from_numpyro(mcmc)
-    np.testing.assert_allclose(idata.log_likelihood["y"].values, ref.log_likelihood["y"].values, rtol=1e-5, atol=1e-5)
-    direct = numpyro.infer.log_likelihood(np_linreg_mu, mcmc.get_samples(), jnp.asarray(X_TRAIN), jnp.asarray(Y_TRAIN))["y"]
-    np.testing.assert_allclose(idata.log_likelihood["y"].values.reshape(80, N), np.asarray(direct), rtol=1e-5, atol=1e-5)
-    assert set(idata.sample_stats.data_vars) == set(ref.sample_stats.data_vars) >= {
-        "diverging", "energy", "lp", "step_size", "tree_depth", "n_steps", "acceptance_rate"}
+    np.testing.assert_allclose(
+        idata.log_likelihood["y"].values, ref.log_likelihood["y"].values, rtol=1e-5, atol=1e-5
+    )
+    direct = numpyro.infer.log_likelihood(
+        np_linreg_mu, mcmc.get_samples(), jnp.asarray(X_TRAIN), jnp.asarray(Y_TRAIN)
+    )["y"]
+    np.testing.assert_allclose(
+        idata.log_likelihood["y"].values.reshape(80, N), np.asarray(direct), rtol=1e-5, atol=1e-5
+    )
+    assert (
+        set(idata.sample_stats.data_vars)
+        == set(ref.sample_stats.data_vars)
+        >= {"diverging", "energy", "lp", "step_size", "tree_depth", "n_steps", "acceptance_rate"}
+    )
     for name in ref.sample_stats.data_vars:
         assert idata.sample_stats[name].dims == ("chain", "draw")
-        np.testing.assert_array_equal(idata.sample_stats[name].values, ref.sample_stats[name].values)
+        np.testing.assert_array_equal(
+            idata.sample_stats[name].values, ref.sample_stats[name].values
+        )
     for name in ("w", "s", "mu"):
-        np.testing.assert_allclose(idata.posterior[name].values, ref.posterior[name].values, rtol=1e-6)
+        np.testing.assert_allclose(
+            idata.posterior[name].values, ref.posterior[name].values, rtol=1e-6
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ours, theirs = az.summary(idata), az.summary(ref)
@@ -149,8 +186,12 @@ def test_numpyro_subsampled_plate_scores_every_test_row_in_order():
     sub = to_inference_data(np_linreg_subsampled, {"w": w, "s": s}, x, y)
     plain = to_inference_data(np_linreg, {"w": w, "s": s}, x, y)
     assert sub.log_likelihood["y"].shape == (1, 6, N)
-    np.testing.assert_allclose(sub.log_likelihood["y"].values, plain.log_likelihood["y"].values, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(sub.log_likelihood["y"].values[0], _scipy_loglik(w, s, X_TEST, Y_TEST), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        sub.log_likelihood["y"].values, plain.log_likelihood["y"].values, rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        sub.log_likelihood["y"].values[0], _scipy_loglik(w, s, X_TEST, Y_TEST), rtol=1e-5, atol=1e-5
+    )
     np.testing.assert_allclose(sub.observed_data["y"].values, Y_TEST)
 
 
@@ -162,12 +203,25 @@ def test_numpyro_subsampled_model_with_a_guide_scores_every_row():
 
     guide = AutoNormal(np_linreg_subsampled)
     svi = SVI(np_linreg_subsampled, guide, numpyro.optim.Adam(0.05), Trace_ELBO())
-    params = svi.get_params(svi.init(jax.random.PRNGKey(0), jnp.asarray(X_TRAIN), jnp.asarray(Y_TRAIN)))
-    idata = to_inference_data(np_linreg_subsampled, guide, jnp.asarray(X_TEST), jnp.asarray(Y_TEST),
-                              params=params, num_samples=30)
+    params = svi.get_params(
+        svi.init(jax.random.PRNGKey(0), jnp.asarray(X_TRAIN), jnp.asarray(Y_TRAIN))
+    )
+    idata = to_inference_data(
+        np_linreg_subsampled,
+        guide,
+        jnp.asarray(X_TEST),
+        jnp.asarray(Y_TEST),
+        params=params,
+        num_samples=30,
+    )
     w, s = idata.posterior["w"].values.ravel(), idata.posterior["s"].values.ravel()
     assert idata.log_likelihood["y"].shape == (1, 30, N) and np.std(w) > 0
-    np.testing.assert_allclose(idata.log_likelihood["y"].values[0], _scipy_loglik(w, s, X_TEST, Y_TEST), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        idata.log_likelihood["y"].values[0],
+        _scipy_loglik(w, s, X_TEST, Y_TEST),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 # --- Pyro models ---------------------------------------------------------------------------
@@ -212,12 +266,17 @@ def test_pyro_predictive_samples_with_training_mu_and_y_score_the_test_rows():
     samples = Predictive(linreg_mu, guide=guide, num_samples=30)(_t(X_TRAIN))
     assert {"w", "s", "mu", "y"} <= set(samples) and samples["mu"].shape[-1] == N
     idata = to_inference_data(linreg_mu, samples, _t(X_TEST), _t(Y_TEST))
-    assert idata.posterior["w"].shape == (1, 30)  # Predictive's [draw, 1] is the scalar site's shape
+    assert idata.posterior["w"].shape == (
+        1,
+        30,
+    )  # Predictive's [draw, 1] is the scalar site's shape
     w, s = samples["w"].numpy().ravel(), samples["s"].numpy().ravel()
     expected = _scipy_loglik(w, s, X_TEST, Y_TEST)
     np.testing.assert_allclose(idata.log_likelihood["y"].values[0], expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(idata.observed_data["y"].values, Y_TEST)
-    np.testing.assert_allclose(idata.posterior["mu"].values[0], w[:, None] * X_TEST[None], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        idata.posterior["mu"].values[0], w[:, None] * X_TEST[None], rtol=1e-5, atol=1e-5
+    )
     stale = stats.norm.logpdf(Y_TEST[None], samples["mu"].reshape(30, N).numpy(), s[:, None])
     assert np.abs(stale - expected).max() > 1.0
 
@@ -227,9 +286,17 @@ def test_pyro_subsampled_plate_scores_every_test_row_in_order():
     w, s = torch.linspace(1.0, 2.0, 6), torch.linspace(0.2, 0.5, 6)
     sub = to_inference_data(linreg_subsampled, {"w": w, "s": s}, _t(X_TEST), _t(Y_TEST))
     plain = to_inference_data(linreg, {"w": w, "s": s}, _t(X_TEST), _t(Y_TEST))
-    assert sub.log_likelihood["y"].shape == (1, 6, N) and sub.log_likelihood["y"].dims == ("chain", "draw", "data")
-    np.testing.assert_allclose(sub.log_likelihood["y"].values, plain.log_likelihood["y"].values, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(sub.log_likelihood["y"].values[0], _scipy_loglik(w, s, X_TEST, Y_TEST), rtol=1e-5, atol=1e-5)
+    assert sub.log_likelihood["y"].shape == (1, 6, N) and sub.log_likelihood["y"].dims == (
+        "chain",
+        "draw",
+        "data",
+    )
+    np.testing.assert_allclose(
+        sub.log_likelihood["y"].values, plain.log_likelihood["y"].values, rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        sub.log_likelihood["y"].values[0], _scipy_loglik(w, s, X_TEST, Y_TEST), rtol=1e-5, atol=1e-5
+    )
     np.testing.assert_allclose(sub.observed_data["y"].values, Y_TEST)
     assert sub.posterior_predictive["y"].shape == (1, 6, N)
 
@@ -241,13 +308,17 @@ def test_pyro_subsampled_plate_with_a_deterministic_and_event_dims():
         w = pyro.sample("w", dist.Normal(torch.zeros(2), 1.0).to_event(1))
         with pyro.plate("data", x.shape[0], subsample_size=4) as idx:
             mu = pyro.deterministic("mu", x[idx] * w, event_dim=1)
-            return pyro.sample("y", dist.Normal(mu, 0.5).to_event(1), obs=None if y is None else y[idx])
+            return pyro.sample(
+                "y", dist.Normal(mu, 0.5).to_event(1), obs=None if y is None else y[idx]
+            )
 
     x = torch.randn(10, 2, generator=torch.Generator().manual_seed(0))
     y = torch.randn(10, 2, generator=torch.Generator().manual_seed(1))
     w = torch.randn(3, 2, generator=torch.Generator().manual_seed(2))
     idata = to_inference_data(model, {"w": w}, x, y)
-    np.testing.assert_allclose(idata.posterior["mu"].values[0], (w[:, None, :] * x[None]).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        idata.posterior["mu"].values[0], (w[:, None, :] * x[None]).numpy(), rtol=1e-6
+    )
     expected = stats.norm.logpdf(y.numpy()[None], (w[:, None, :] * x[None]).numpy(), 0.5).sum(-1)
     np.testing.assert_allclose(idata.log_likelihood["y"].values[0], expected, rtol=1e-5, atol=1e-5)
 
@@ -261,8 +332,12 @@ def test_pyro_mcmc_loglik_and_sample_stats_equal_az_from_pyro():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = az.from_pyro(mcmc)
-    np.testing.assert_allclose(idata.log_likelihood["y"].values, ref.log_likelihood["y"].values, rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(idata.sample_stats["diverging"].values, ref.sample_stats["diverging"].values)
+    np.testing.assert_allclose(
+        idata.log_likelihood["y"].values, ref.log_likelihood["y"].values, rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_array_equal(
+        idata.sample_stats["diverging"].values, ref.sample_stats["diverging"].values
+    )
     assert idata.posterior["w"].shape == (1, 40)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -278,8 +353,11 @@ def test_log_predictive_density_is_per_row_log_mean_exp_over_all_draws():
     idata = to_inference_data(linreg, {"w": w, "s": s}, _t(X_TEST), _t(Y_TEST), group_by_chain=True)
     lpd = log_predictive_density(idata)
     # by hand: the predictive density is the average of the 6 densities, then its log
-    dens = stats.norm.pdf(Y_TEST[None].astype(np.float64), w.reshape(-1, 1).double().numpy() * X_TEST[None],
-                          s.reshape(-1, 1).double().numpy())
+    dens = stats.norm.pdf(
+        Y_TEST[None].astype(np.float64),
+        w.reshape(-1, 1).double().numpy() * X_TEST[None],
+        s.reshape(-1, 1).double().numpy(),
+    )
     per_row = np.log(dens.mean(axis=0))
     np.testing.assert_allclose(lpd.per_row, per_row, rtol=1e-5)
     assert lpd.total == pytest.approx(per_row.sum(), rel=1e-5)
@@ -295,8 +373,12 @@ def test_log_predictive_density_refuses_nan_and_ambiguous_sites():
     ll = np.zeros((1, 2, 3))
     ll[0, 1, 2] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        log_predictive_density({"log_likelihood": xr.Dataset({"y": (("chain", "draw", "data"), ll)})})
-    two = xr.Dataset({"a": (("chain", "draw"), np.zeros((1, 2))), "b": (("chain", "draw"), np.zeros((1, 2)))})
+        log_predictive_density(
+            {"log_likelihood": xr.Dataset({"y": (("chain", "draw", "data"), ll)})}
+        )
+    two = xr.Dataset(
+        {"a": (("chain", "draw"), np.zeros((1, 2))), "b": (("chain", "draw"), np.zeros((1, 2)))}
+    )
     with pytest.raises(ValueError, match="var_name"):
         log_predictive_density({"log_likelihood": two})
 
@@ -306,7 +388,12 @@ def test_log_predictive_density_refuses_nan_and_ambiguous_sites():
 
 def test_samples_with_an_unknown_site_or_a_missing_latent_are_refused():
     with pytest.raises(ValueError, match=r"sites \['wrong'\] that the model does not have"):
-        to_inference_data(linreg, {"w": torch.ones(2), "s": torch.ones(2), "wrong": torch.ones(2)}, _t(X_TEST), _t(Y_TEST))
+        to_inference_data(
+            linreg,
+            {"w": torch.ones(2), "s": torch.ones(2), "wrong": torch.ones(2)},
+            _t(X_TEST),
+            _t(Y_TEST),
+        )
     with pytest.raises(ValueError, match=r"no draws for the latent sites \['s'\]"):
         to_inference_data(linreg, {"w": torch.ones(2)}, _t(X_TEST), _t(Y_TEST))
     with pytest.raises(ValueError, match=r"no draws for the latent sites \['s'\]"):
@@ -319,6 +406,7 @@ def test_samples_with_an_unknown_site_or_a_missing_latent_are_refused():
 def test_a_local_latent_of_training_length_is_refused_on_other_rows(side):
     """One z per training row cannot score other rows: refused, also when the sizes agree."""
     if side == "pyro":
+
         def model(x, y=None):
             with pyro.plate("data", len(x)):
                 z = pyro.sample("z", dist.Normal(0.0, 1.0))
@@ -326,6 +414,7 @@ def test_a_local_latent_of_training_length_is_refused_on_other_rows(side):
 
         samples, x, y = {"z": torch.zeros(3, N)}, _t(X_TEST[:10]), _t(Y_TEST[:10])
     else:
+
         def model(x, y=None):
             with numpyro.plate("data", x.shape[0]):
                 z = numpyro.sample("z", nd.Normal(0.0, 1.0))
@@ -335,11 +424,15 @@ def test_a_local_latent_of_training_length_is_refused_on_other_rows(side):
     as_array = _t if side == "pyro" else jnp.asarray
     x_same, y_same = as_array(X_TEST), as_array(Y_TEST)  # as many rows as z has values
     with pytest.raises(ValueError, match=r"latent sites \['z'\] have one value per row"):
-        to_inference_data(model, samples, x_same, y_same)  # quietly row i of one set with row i of the other
+        to_inference_data(
+            model, samples, x_same, y_same
+        )  # quietly row i of one set with row i of the other
     # the training rows themselves (LOO): carried over, and scored as the model says
     idata = to_inference_data(model, samples, x_same, y_same, same_rows=True)
     expected = -0.5 * np.log(2 * np.pi) - 0.5 * np.asarray(Y_TEST) ** 2  # z = 0: y ~ N(0, 1)
-    np.testing.assert_allclose(np.asarray(idata.log_likelihood["y"])[0, 0], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(idata.log_likelihood["y"])[0, 0], expected, rtol=1e-5, atol=1e-5
+    )
     with pytest.raises(ValueError, match=r"'z' have shape \(24,\) per draw .* shape \(10,\)"):
         to_inference_data(model, samples, x, y, same_rows=True)
 
@@ -350,14 +443,20 @@ def test_pyro_local_latent_in_a_subsampled_plate_and_two_subsampled_plates_are_r
             z = pyro.sample("z", dist.Normal(0.0, 1.0))
             return pyro.sample("y", dist.Normal(z * x[idx], 1.0), obs=None if y is None else y[idx])
 
-    with pytest.raises(ValueError, match=r"latent sites \['z'\] sit in the subsampled plate 'data'"):
+    with pytest.raises(
+        ValueError, match=r"latent sites \['z'\] sit in the subsampled plate 'data'"
+    ):
         to_inference_data(local, {"z": torch.zeros(2, 4)}, _t(X_TEST), _t(Y_TEST))
 
     def crossed(x, y=None):
         w = pyro.sample("w", dist.Normal(0.0, 1.0))
-        with pyro.plate("rows", x.shape[0], subsample_size=2, dim=-2) as i:
-            with pyro.plate("cols", x.shape[1], subsample_size=2, dim=-1) as j:
-                return pyro.sample("y", dist.Normal(w * x[i][:, j], 1.0), obs=None if y is None else y[i][:, j])
+        with (
+            pyro.plate("rows", x.shape[0], subsample_size=2, dim=-2) as i,
+            pyro.plate("cols", x.shape[1], subsample_size=2, dim=-1) as j,
+        ):
+            return pyro.sample(
+                "y", dist.Normal(w * x[i][:, j], 1.0), obs=None if y is None else y[i][:, j]
+            )
 
     with pytest.raises(ValueError, match=r"plates \['cols', 'rows'\] all subsample"):
         to_inference_data(crossed, {"w": torch.zeros(2)}, torch.ones(4, 3), torch.ones(4, 3))
@@ -368,6 +467,7 @@ def test_a_guide_that_leaves_a_latent_to_its_prior_is_refused(side):
     """A latent the guide does not draw would be drawn from its prior at every draw (an
     enumerated discrete latent, typically): refused, not scored conditionally on noise."""
     if side == "pyro":
+
         def model(x, y=None):
             w = pyro.sample("w", dist.Normal(0.0, 1.0))
             s = pyro.sample("s", dist.HalfNormal(1.0))
@@ -382,6 +482,7 @@ def test_a_guide_that_leaves_a_latent_to_its_prior_is_refused(side):
         kwargs = {}
         x, y = _t(X_TEST), _t(Y_TEST)
     else:
+
         def model(x, y=None):
             w = numpyro.sample("w", nd.Normal(0.0, 1.0))
             s = numpyro.sample("s", nd.HalfNormal(1.0))

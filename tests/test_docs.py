@@ -1,6 +1,12 @@
 """The docs name what the code does."""
 
 import pathlib
+import re
+import runpy
+import sys
+
+import numpy as np
+import pytest
 
 from pyro_mixup.families import ALL_FAMILIES
 
@@ -12,14 +18,6 @@ def test_pooling_page_lists_every_family():
     missing = [f.name for f in ALL_FAMILIES if f.name not in text]
     assert not missing, f"docs/pooling.md does not mention {missing}"
 
-
-import re
-
-import numpy as np
-import runpy
-import sys
-
-import pytest
 
 ROOT = DOCS.parent
 
@@ -33,7 +31,10 @@ def test_readme_example_runs_as_printed():
     namespace = {}
     exec(compile(block, "README.md", "exec"), namespace)
     p = namespace["p"]
-    assert abs(p.loc.item() - 75) < 1e-3 and abs(-p.log_prob(__import__("torch").tensor(80.0)).item() - 3.59) < 5e-3
+    assert (
+        abs(p.loc.item() - 75) < 1e-3
+        and abs(-p.log_prob(__import__("torch").tensor(80.0)).item() - 3.59) < 5e-3
+    )
     assert namespace["loss"] == namespace["loss"]  # trained without NaN
 
 

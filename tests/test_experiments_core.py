@@ -16,16 +16,22 @@ def test_gaussian_scores_against_scipy_and_a_calibrated_forecast():
     mu, sigma = rng.normal(size=4000), np.exp(rng.normal(size=4000) * 0.3)
     y = mu + sigma * rng.normal(size=4000)
     s = metrics.gaussian_scores(mu, sigma, y, y_scale=3.0)
-    assert s["test_nll"] == pytest.approx(-st.norm(mu, sigma).logpdf(y).mean() + np.log(3.0), rel=1e-9)
+    assert s["test_nll"] == pytest.approx(
+        -st.norm(mu, sigma).logpdf(y).mean() + np.log(3.0), rel=1e-9
+    )
     assert s["test_rmse"] == pytest.approx(3.0 * np.sqrt(np.mean((mu - y) ** 2)))
     assert s["coverage_90"] == pytest.approx(0.9, abs=0.015)  # calibrated by construction
     assert s["pit_mean"] == pytest.approx(0.5, abs=0.015)
     # the same NLL under jax.numpy (what the trainer's validation uses)
     import jax.numpy as jnp
 
-    assert float(metrics.gaussian_nll(jnp.asarray(mu), jnp.asarray(sigma), jnp.asarray(y), xp=jnp)) == pytest.approx(
-        float(metrics.gaussian_nll(mu, sigma, y)), rel=1e-5)
-    assert metrics.CONSTANT_PREDICTOR_NLL == pytest.approx(-st.norm(0, 1).logpdf(rng.normal(size=200000)).mean(), abs=0.01)
+    assert float(
+        metrics.gaussian_nll(jnp.asarray(mu), jnp.asarray(sigma), jnp.asarray(y), xp=jnp)
+    ) == pytest.approx(float(metrics.gaussian_nll(mu, sigma, y)), rel=1e-5)
+    assert (
+        pytest.approx(-st.norm(0, 1).logpdf(rng.normal(size=200000)).mean(), abs=0.01)
+        == metrics.CONSTANT_PREDICTOR_NLL
+    )
 
 
 def test_coverage_counts_the_edges():
@@ -56,10 +62,15 @@ def test_the_registry_wraps_for_both_backends_and_refuses_what_it_cannot_do():
         pass
 
     assert wrap(model, "erm", backend="pyro", alpha=0.5) is model
-    m_probmix = wrap(model, "m-probmix", backend="numpyro", alpha=0.5)  # NumPyro's handler is the messenger
+    m_probmix = wrap(
+        model, "m-probmix", backend="numpyro", alpha=0.5
+    )  # NumPyro's handler is the messenger
     assert isinstance(m_probmix, NH.ProbMixMessenger) and m_probmix.core.options.at == "z"
     m_mix = wrap(model, "m-mix", backend="pyro", alpha=0.25).mixup_handler
-    assert isinstance(m_mix, PH.MixupMessenger) and (m_mix.core.options.at, m_mix.core.options.alpha) == ("h", 0.25)
+    assert isinstance(m_mix, PH.MixupMessenger) and (
+        m_mix.core.options.at,
+        m_mix.core.options.alpha,
+    ) == ("h", 0.25)
     model.embedding = False
     with pytest.raises(ValueError, match="embedding variant"):
         wrap(model, "m-probmix", backend="pyro")
@@ -86,10 +97,15 @@ def test_mixture_scores_against_scipy():
     s = metrics.mixture_scores(means, stds, y, y_scale=2.0)
     assert s["test_nll"] == pytest.approx(-np.log(density).mean() + np.log(2.0), rel=1e-10)
     assert s["pit_mean"] == pytest.approx(cdf.mean(), rel=1e-10)
-    assert s["test_rmse"] == pytest.approx(2.0 * np.sqrt(np.mean((means.mean(0) - y) ** 2)), rel=1e-10)
+    assert s["test_rmse"] == pytest.approx(
+        2.0 * np.sqrt(np.mean((means.mean(0) - y) ** 2)), rel=1e-10
+    )
     assert s["coverage_90"] == pytest.approx(np.mean((cdf >= 0.05) & (cdf <= 0.95)))
     for q in (0.025, 0.5, 0.975):
-        want = [brentq(lambda v, i=i: 0.5 * (comp[0].cdf(v)[i] + comp[1].cdf(v)[i]) - q, -50, 50) for i in range(3)]
+        want = [
+            brentq(lambda v, i=i: 0.5 * (comp[0].cdf(v)[i] + comp[1].cdf(v)[i]) - q, -50, 50)  # noqa: B023
+            for i in range(3)
+        ]
         np.testing.assert_allclose(metrics.mixture_quantile(means, stds, q), want, atol=1e-8)
     # one component: the Gaussian scores
     g = metrics.gaussian_scores(means[0], stds[0], y, y_scale=2.0)

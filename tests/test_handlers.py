@@ -5,7 +5,6 @@ guides, Predictive, MCMC, and every refusal."""
 import numpy as np
 import pytest
 import scipy.stats as st
-
 from backends import harness
 
 N = 6
@@ -73,9 +72,9 @@ def test_a_cyclic_perm_takes_the_roll_path_and_equals_the_hand_pool(backend, shi
     m, s = _pool_normal(*_normal_params(), LAM, perm)
     y_mix = LAM * Y + (1 - LAM) * Y[perm]
     np.testing.assert_allclose(B.np(tr["y"].value), y_mix, rtol=1e-6)
-    np.testing.assert_allclose(B.np(tr["y"].log_prob), st.norm(m, s).logpdf(y_mix), rtol=1e-5, atol=1e-6)
-
-
+    np.testing.assert_allclose(
+        B.np(tr["y"].log_prob), st.norm(m, s).logpdf(y_mix), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_normal_mixed_target_equals_hand_pool(backend):
@@ -84,12 +83,16 @@ def test_normal_mixed_target_equals_hand_pool(backend):
     m, s = _pool_normal(*_normal_params(), LAM, PERM)
     y_mix = LAM * Y + (1 - LAM) * Y[PERM]
     np.testing.assert_allclose(B.np(tr["y"].value), y_mix, rtol=1e-6)
-    np.testing.assert_allclose(B.np(tr["y"].log_prob), st.norm(m, s).logpdf(y_mix), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        B.np(tr["y"].log_prob), st.norm(m, s).logpdf(y_mix), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_normal_expected_target_equals_hand_pool(backend):
     B = backend
-    tr = B.trace(B.probmix(normal_model(B), lam=LAM, perm=PERM, target="expected"), B.array(X1), B.array(Y))
+    tr = B.trace(
+        B.probmix(normal_model(B), lam=LAM, perm=PERM, target="expected"), B.array(X1), B.array(Y)
+    )
     m, s = _pool_normal(*_normal_params(), LAM, PERM)
     expected = LAM * st.norm(m, s).logpdf(Y) + (1 - LAM) * st.norm(m, s).logpdf(Y[PERM])
     np.testing.assert_allclose(B.np(tr["y"].log_prob), expected, rtol=1e-5, atol=1e-6)
@@ -100,10 +103,16 @@ def test_poisson_expected_target_is_the_default(backend):
     B = backend
     tr = B.trace(B.probmix(poisson_model(B), lam=LAM, perm=PERM), B.array(X1), B.array(COUNTS))
     rate = np.exp(LAM * 0.3 * X1 + (1 - LAM) * 0.3 * X1[PERM])
-    expected = LAM * st.poisson(rate).logpmf(COUNTS) + (1 - LAM) * st.poisson(rate).logpmf(COUNTS[PERM])
+    expected = LAM * st.poisson(rate).logpmf(COUNTS) + (1 - LAM) * st.poisson(rate).logpmf(
+        COUNTS[PERM]
+    )
     np.testing.assert_allclose(B.np(tr["y"].log_prob), expected, rtol=1e-5)
     with pytest.raises(ValueError, match="target='expected'"):
-        B.trace(B.probmix(poisson_model(B), lam=LAM, perm=PERM, target="mixed"), B.array(X1), B.array(COUNTS))
+        B.trace(
+            B.probmix(poisson_model(B), lam=LAM, perm=PERM, target="mixed"),
+            B.array(X1),
+            B.array(COUNTS),
+        )
 
 
 def test_categorical_expected_and_soft_label_targets(backend):
@@ -116,15 +125,22 @@ def test_categorical_expected_and_soft_label_targets(backend):
     np.testing.assert_allclose(B.np(tr["y"].log_prob), expected, rtol=1e-5)
     # the paper's target: cross-entropy against the pool of beta-smoothed labels
     beta = 0.01
-    tr = B.trace(B.probmix(categorical_model(B), lam=LAM, perm=PERM, target="mixed", beta=beta),
-                 B.array(X1), B.array(LABELS))
+    tr = B.trace(
+        B.probmix(categorical_model(B), lam=LAM, perm=PERM, target="mixed", beta=beta),
+        B.array(X1),
+        B.array(LABELS),
+    )
     log_s = np.log(np.eye(3)[LABELS] + beta)
     soft = np.exp(_log_softmax(LAM * log_s + (1 - LAM) * log_s[PERM]))
     np.testing.assert_allclose(B.np(tr["y"].log_prob), (soft * pooled).sum(-1), rtol=1e-5)
-    differ = LABELS != LABELS[PERM]  # with lam = 0.3 the smoothed pool leans to the partner's class
+    differ = LABELS[PERM] != LABELS  # with lam = 0.3 the smoothed pool leans to the partner's class
     assert differ.any() and (soft.argmax(-1)[differ] == LABELS[PERM][differ]).all()
     with pytest.raises(ValueError, match="beta > 0"):
-        B.trace(B.probmix(categorical_model(B), lam=LAM, perm=PERM, target="mixed"), B.array(X1), B.array(LABELS))
+        B.trace(
+            B.probmix(categorical_model(B), lam=LAM, perm=PERM, target="mixed"),
+            B.array(X1),
+            B.array(LABELS),
+        )
 
 
 def test_label_smoothing_target_under_to_event(backend):
@@ -153,7 +169,9 @@ def test_per_example_lam_and_sites_selection(backend):
             B.sample("z", B.dist.Normal(-x, 1.0), obs=z)
 
     lam = np.linspace(0.1, 1.0, N).astype(np.float32)
-    tr = B.trace(B.probmix(two_sites, lam=lam, perm=PERM, sites=["y"]), B.array(X1), B.array(Y), B.array(Y))
+    tr = B.trace(
+        B.probmix(two_sites, lam=lam, perm=PERM, sites=["y"]), B.array(X1), B.array(Y), B.array(Y)
+    )
     np.testing.assert_allclose(B.np(tr["y"].fn.loc), lam * X1 + (1 - lam) * X1[PERM], rtol=1e-6)
     np.testing.assert_allclose(B.np(tr["y"].value), lam * Y + (1 - lam) * Y[PERM], rtol=1e-6)
     np.testing.assert_array_equal(B.np(tr["z"].value), Y)  # not selected: untouched
@@ -164,7 +182,9 @@ def test_alpha_zero_is_erm(backend):
     B = backend
     plain = B.log_density(normal_model(B), B.array(X1), B.array(Y))
     for seed in range(3):
-        got = B.log_density(B.probmix(normal_model(B), alpha=0.0), B.array(X1), B.array(Y), seed=seed)
+        got = B.log_density(
+            B.probmix(normal_model(B), alpha=0.0), B.array(X1), B.array(Y), seed=seed
+        )
         assert got == pytest.approx(plain, rel=1e-6)
 
 
@@ -203,7 +223,9 @@ def test_beta_jitter_is_gaussian_with_variance_beta(backend):
         with B.plate("data", n):
             return B.sample("y", B.dist.Normal(0.0, 1.0), obs=y)
 
-    v = B.np(B.trace(B.probmix(model, lam=LAM, perm=perm, beta=beta), B.array(y), seed=3)["y"].value)
+    v = B.np(
+        B.trace(B.probmix(model, lam=LAM, perm=perm, beta=beta), B.array(y), seed=3)["y"].value
+    )
     noise = v - (LAM * y + (1 - LAM) * y[perm])
     assert st.kstest(noise / np.sqrt(beta), "norm").pvalue > 1e-3
 
@@ -250,15 +272,20 @@ def test_masked_pairs_contribute_only_what_is_observed(backend):
             B.sample("y", B.dist.Normal(2 * x, 1.0), obs=y)
 
     m = LAM * 2 * X1 + (1 - LAM) * 2 * X1[PERM]
-    expected = LAM * mask * st.norm(m, 1).logpdf(y) + (1 - LAM) * mask[PERM] * st.norm(m, 1).logpdf(y[PERM])
+    expected = LAM * mask * st.norm(m, 1).logpdf(y) + (1 - LAM) * mask[PERM] * st.norm(m, 1).logpdf(
+        y[PERM]
+    )
     for_expected = B.probmix(model, lam=LAM, perm=PERM, target="expected")
-    assert B.log_density(for_expected, B.array(X1), B.array(y)) == pytest.approx(expected.sum(), rel=1e-5)
+    assert B.log_density(for_expected, B.array(X1), B.array(y)) == pytest.approx(
+        expected.sum(), rel=1e-5
+    )
     # the mixed target needs both members: pairs with a masked member drop out
     both = mask & mask[PERM]
     y_mix = LAM * y + (1 - LAM) * y[PERM]
     for_mixed = B.probmix(model, lam=LAM, perm=PERM, target="mixed")
     assert B.log_density(for_mixed, B.array(X1), B.array(y)) == pytest.approx(
-        st.norm(m[both], 1).logpdf(y_mix[both]).sum(), rel=1e-5)
+        st.norm(m[both], 1).logpdf(y_mix[both]).sum(), rel=1e-5
+    )
 
 
 def test_obs_mask_factor_and_deterministic_sites(backend):
@@ -275,8 +302,12 @@ def test_obs_mask_factor_and_deterministic_sites(backend):
 
     tr = B.trace(B.probmix(model, lam=LAM, perm=PERM, target="expected"), B.array(X1), B.array(Y))
     m = LAM * 2 * X1 + (1 - LAM) * 2 * X1[PERM]
-    expected = LAM * mask * st.norm(m, 1).logpdf(Y) + (1 - LAM) * mask[PERM] * st.norm(m, 1).logpdf(Y[PERM])
-    np.testing.assert_allclose(B.np(tr["y_observed"].log_prob) * 1.0, expected, rtol=1e-5, atol=1e-6)
+    expected = LAM * mask * st.norm(m, 1).logpdf(Y) + (1 - LAM) * mask[PERM] * st.norm(m, 1).logpdf(
+        Y[PERM]
+    )
+    np.testing.assert_allclose(
+        B.np(tr["y_observed"].log_prob) * 1.0, expected, rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(B.np(tr["penalty"].log_prob), -(X1**2), rtol=1e-6)
 
 
@@ -308,7 +339,9 @@ def test_embed_fusion_draws_from_the_hand_pooled_embedding(backend):
             seen["z"] = z = B.embed("h", B.dist.Normal(B.array(m), B.array(s)).to_event(1))
             B.sample("y", B.dist.Normal(z.sum(-1), 1.0), obs=y)
 
-    tr = B.trace(B.fixed_embedding_noise(B.probmix(model, lam=LAM, perm=PERM, at="h"), eps), B.array(Y))
+    tr = B.trace(
+        B.fixed_embedding_noise(B.probmix(model, lam=LAM, perm=PERM, at="h"), eps), B.array(Y)
+    )
     tau = s**-2
     tau_p = LAM * tau + (1 - LAM) * tau[PERM]
     loc_p = (LAM * tau * m + (1 - LAM) * tau[PERM] * m[PERM]) / tau_p
@@ -365,8 +398,11 @@ def test_mixup_classification_is_the_usual_mixup_cross_entropy(backend):
     tr = B.trace(B.mixup(model, at="x", lam=LAM, perm=PERM), B.array(X), B.array(LABELS))
     logp = _log_softmax(LAM * X + (1 - LAM) * X[PERM])
     rows = np.arange(N)
-    np.testing.assert_allclose(B.np(tr["y"].log_prob), LAM * logp[rows, LABELS] + (1 - LAM) * logp[rows, LABELS[PERM]],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        B.np(tr["y"].log_prob),
+        LAM * logp[rows, LABELS] + (1 - LAM) * logp[rows, LABELS[PERM]],
+        rtol=1e-5,
+    )
 
 
 def test_mixup_accepts_likelihoods_outside_the_registry(backend):
@@ -444,7 +480,9 @@ def test_image_like_mixable_needs_event_dim(backend):
     with pytest.raises(ValueError, match="event_dim="):
         B.trace(B.mixup(model, at="x", lam=LAM, perm=PERM), B.array(images), None, B.array(Y))
     B.trace(B.mixup(model, at="x", lam=LAM, perm=PERM), B.array(images), 3, B.array(Y))
-    np.testing.assert_allclose(B.np(seen["x"]), LAM * images + (1 - LAM) * images[PERM], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        B.np(seen["x"]), LAM * images + (1 - LAM) * images[PERM], rtol=1e-5, atol=1e-6
+    )
 
 
 def test_example_dim_must_match_the_plate(backend):
@@ -482,7 +520,9 @@ def test_no_plate_or_ambiguous_plates(backend):
     with pytest.raises(ValueError, match="several plates"):
         B.trace(B.probmix(two_plates), B.array(X1), y2)
     tr = B.trace(B.probmix(two_plates, plate="b", lam=LAM, perm=PERM), B.array(X1), y2)
-    np.testing.assert_allclose(B.np(tr["y"].value), np.stack([LAM * X1 + (1 - LAM) * X1[PERM]] * 2), rtol=1e-6)
+    np.testing.assert_allclose(
+        B.np(tr["y"].value), np.stack([LAM * X1 + (1 - LAM) * X1[PERM]] * 2), rtol=1e-6
+    )
     with pytest.raises(ValueError, match="not inside plate 'c'"):
         B.trace(B.probmix(two_plates, plate="c"), B.array(X1), y2)
 
@@ -550,18 +590,31 @@ def test_svi_loss_decreases(backend, name):
 
 @pytest.mark.parametrize(
     "guide,elbo",
-    [("AutoNormal", "trace"), ("AutoDelta", "trace"), ("AutoDiagonalNormal", "trace"),
-     ("AutoNormal", "meanfield"), ("AutoNormal", "particles"), ("AutoDiagonalNormal", "vectorized")],
+    [
+        ("AutoNormal", "trace"),
+        ("AutoDelta", "trace"),
+        ("AutoDiagonalNormal", "trace"),
+        ("AutoNormal", "meanfield"),
+        ("AutoNormal", "particles"),
+        ("AutoDiagonalNormal", "vectorized"),
+    ],
 )
 def test_bnn_with_autoguides_and_elbos(backend, guide, elbo):
     B = backend
     model = net_model(B, bayesian=True)
-    kw = {"particles": {"num_particles": 2}, "vectorized": {"num_particles": 3, "vectorize_particles": True}}
+    kw = {
+        "particles": {"num_particles": 2},
+        "vectorized": {"num_particles": 3, "vectorize_particles": True},
+    }
     if elbo == "vectorized" and B.name == "pyro":
         kw["vectorized"]["max_plate_nesting"] = 1
     x, y = _data()
-    svi = B.svi(B.probmix(model, alpha=0.4), B.autoguide(guide, model), lr=0.03,
-                elbo=B.elbo("meanfield" if elbo == "meanfield" else "trace", **kw.get(elbo, {})))
+    svi = B.svi(
+        B.probmix(model, alpha=0.4),
+        B.autoguide(guide, model),
+        lr=0.03,
+        elbo=B.elbo("meanfield" if elbo == "meanfield" else "trace", **kw.get(elbo, {})),
+    )
     losses = [svi.step(B.array(x), B.array(y)) for _ in range(60)]
     assert np.isfinite(losses).all() and np.mean(losses[-10:]) < np.mean(losses[:10])
 
@@ -666,9 +719,15 @@ def test_a_wrapped_guide_with_an_unwrapped_model_is_refused(backend, jit):
     B = backend
     svi = B.svi(latent_model(B), B.probmix(latent_guide(B), alpha=0.7, at="z"), lr=0.01, jit=jit)
     with pytest.raises(MixupUsageError, match="did not fuse it"):
-        for _ in range(3):  # seen when the guide is entered again (NumPyro: init, then the compiled update)
+        for _ in range(
+            3
+        ):  # seen when the guide is entered again (NumPyro: init, then the compiled update)
             svi.step(B.array(X), B.array(Y))
-    both = B.svi(B.probmix(latent_model(B), alpha=0.7, at="z"), B.probmix(latent_guide(B), alpha=0.7, at="z"), jit=jit)
+    both = B.svi(
+        B.probmix(latent_model(B), alpha=0.7, at="z"),
+        B.probmix(latent_guide(B), alpha=0.7, at="z"),
+        jit=jit,
+    )
     assert all(np.isfinite([both.step(B.array(X), B.array(Y)) for _ in range(3)]))
 
 
@@ -684,7 +743,11 @@ def test_a_failed_step_leaves_no_stale_guide_draw(backend):
             raise RuntimeError("transient")
         return inner(x, y)
 
-    svi = B.svi(B.probmix(model, alpha=0.7, at="z"), B.probmix(latent_guide(B), alpha=0.7, at="z"), jit=False)
+    svi = B.svi(
+        B.probmix(model, alpha=0.7, at="z"),
+        B.probmix(latent_guide(B), alpha=0.7, at="z"),
+        jit=False,
+    )
     with pytest.raises(RuntimeError, match="transient"):
         svi.step(B.array(X), B.array(Y))
     assert all(np.isfinite([svi.step(B.array(X), B.array(Y)) for _ in range(2)]))
@@ -696,8 +759,11 @@ def test_a_wrapped_guide_under_traceenum_elbo_with_an_unwrapped_model_is_refused
 
     B = harness("pyro")
     B.reset()
-    svi = B.svi(latent_model(B), B.probmix(latent_guide(B), alpha=0.7, at="z"),
-                elbo=B.infer.TraceEnum_ELBO(max_plate_nesting=1))
+    svi = B.svi(
+        latent_model(B),
+        B.probmix(latent_guide(B), alpha=0.7, at="z"),
+        elbo=B.infer.TraceEnum_ELBO(max_plate_nesting=1),
+    )
     with pytest.raises(MixupUsageError, match="did not fuse it"):
         for _ in range(3):
             svi.step(B.array(X), B.array(Y))
@@ -711,7 +777,10 @@ def test_pyro_autoguide_at_a_latent_says_why():
     B = harness("pyro")
     B.reset()
     model = latent_model(B)
-    svi = B.svi(B.probmix(model, alpha=0.7, at="z"), B.probmix(B.autoguide("AutoNormal", model), alpha=0.7, at="z"))
+    svi = B.svi(
+        B.probmix(model, alpha=0.7, at="z"),
+        B.probmix(B.autoguide("AutoNormal", model), alpha=0.7, at="z"),
+    )
     with pytest.raises(UnsupportedDistributionError, match="autoguide.*write q\\(z\\|x\\) by hand"):
         svi.step(B.array(X), B.array(Y))
 
@@ -720,7 +789,9 @@ def test_separately_wrapped_guide_with_other_options_is_refused(backend):
     from pyro_mixup import MixupUsageError
 
     B = backend
-    svi = B.svi(B.probmix(latent_model(B), alpha=0.7, at="z"), B.probmix(latent_guide(B), alpha=0.2, at="z"))
+    svi = B.svi(
+        B.probmix(latent_model(B), alpha=0.7, at="z"), B.probmix(latent_guide(B), alpha=0.2, at="z")
+    )
     with pytest.raises(MixupUsageError, match="other options"):
         svi.step(B.array(X), B.array(Y))
 
@@ -744,15 +815,16 @@ def test_handler_entered_outside_a_compiled_step_is_refused(backend):
     B = backend
     x, y = _data()
     svi = B.svi(net_model(B), None, lr=0.01, jit=True)
-    with pytest.raises(MixupUsageError, match="outside a compiled function"):
-        with B.probmix(alpha=1.0):
-            svi.step(B.array(x), B.array(y))
+    with (
+        pytest.raises(MixupUsageError, match="outside a compiled function"),
+        B.probmix(alpha=1.0),
+    ):
+        svi.step(B.array(x), B.array(y))
     # compiled before the handler was entered: the step never runs the model again
     svi = B.svi(net_model(B), None, lr=0.01, jit=True)
     svi.step(B.array(x), B.array(y))
-    with pytest.raises(MixupUsageError, match="saw no sample site"):
-        with B.probmix(alpha=1.0):
-            svi.step(B.array(x), B.array(y))
+    with pytest.raises(MixupUsageError, match="saw no sample site"), B.probmix(alpha=1.0):
+        svi.step(B.array(x), B.array(y))
 
 
 def test_separately_wrapped_model_and_guide_under_a_compiled_step(backend):
@@ -787,7 +859,13 @@ def test_mcmc_on_a_randomly_pooled_model_is_refused(backend):
     B = backend
     x, y = _data(16)
     with pytest.raises(MixupUsageError, match="MCMC is running it"):
-        B.mcmc(B.probmix(regression_model(B), alpha=0.5), B.array(x), B.array(y), num_samples=2, warmup=2)
+        B.mcmc(
+            B.probmix(regression_model(B), alpha=0.5),
+            B.array(x),
+            B.array(y),
+            num_samples=2,
+            warmup=2,
+        )
 
 
 def test_mcmc_with_fixed_draws_samples_the_pooled_posterior(backend):
@@ -796,8 +874,13 @@ def test_mcmc_with_fixed_draws_samples_the_pooled_posterior(backend):
     B = backend
     x, y = _data(16)
     perm = np.roll(np.arange(16), 3)
-    samples = B.mcmc(B.probmix(regression_model(B), lam=0.3, perm=perm), B.array(x), B.array(y),
-                     num_samples=300, warmup=200)
+    samples = B.mcmc(
+        B.probmix(regression_model(B), lam=0.3, perm=perm),
+        B.array(x),
+        B.array(y),
+        num_samples=300,
+        warmup=200,
+    )
     xm, ym = 0.3 * x + 0.7 * x[perm], 0.3 * y + 0.7 * y[perm]
     precision = np.eye(3) + xm.T @ xm / 0.25
     mean = np.linalg.solve(precision, xm.T @ ym / 0.25)
@@ -810,10 +893,13 @@ def test_mcmc_with_alpha_zero_is_plain_erm(backend):
     x, y = _data(16)
     wrapped = B.probmix(regression_model(B), alpha=0.0)
     assert B.log_density(wrapped, B.array(x), B.array(y)) == pytest.approx(
-        B.log_density(regression_model(B), B.array(x), B.array(y)), rel=1e-6)
+        B.log_density(regression_model(B), B.array(x), B.array(y)), rel=1e-6
+    )
     samples = B.mcmc(wrapped, B.array(x), B.array(y), num_samples=200, warmup=100)
     precision = np.eye(3) + x.T @ x / 0.25
-    np.testing.assert_allclose(samples["w"].mean(0), np.linalg.solve(precision, x.T @ y / 0.25), atol=0.1)
+    np.testing.assert_allclose(
+        samples["w"].mean(0), np.linalg.solve(precision, x.T @ y / 0.25), atol=0.1
+    )
 
 
 def test_pairing_under_an_enumerated_local_latent_is_refused(backend):
@@ -824,7 +910,11 @@ def test_pairing_under_an_enumerated_local_latent_is_refused(backend):
     locs, w = B.array([-2.0, 3.0]), B.array([0.3, 0.7])
 
     def mixture(y, local=True):
-        k = B.sample("k", B.dist.Categorical(w), infer={"enumerate": "parallel"}) if not local else None
+        k = (
+            B.sample("k", B.dist.Categorical(w), infer={"enumerate": "parallel"})
+            if not local
+            else None
+        )
         with B.plate("data", len(Y)):
             if local:
                 k = B.sample("k", B.dist.Categorical(w), infer={"enumerate": "parallel"})
@@ -835,9 +925,14 @@ def test_pairing_under_an_enumerated_local_latent_is_refused(backend):
         B.enum_loss(B.probmix(mixture, lam=LAM, perm=PERM), y)
     # a global enumerated latent is shared by both members of every pair: pooled given it
     pooled = B.enum_loss(B.probmix(mixture, lam=LAM, perm=PERM), y, local=False)
-    mixed, prec = LAM * Y + (1 - LAM) * Y[PERM], 1.0  # both members N(loc_k, 1): the pool is N(loc_k, 1)
-    by_k = [np.log(p) + np.sum(-0.5 * np.log(2 * np.pi) - 0.5 * prec * (mixed - m) ** 2)
-            for m, p in ((-2.0, 0.3), (3.0, 0.7))]
+    mixed, prec = (
+        LAM * Y + (1 - LAM) * Y[PERM],
+        1.0,
+    )  # both members N(loc_k, 1): the pool is N(loc_k, 1)
+    by_k = [
+        np.log(p) + np.sum(-0.5 * np.log(2 * np.pi) - 0.5 * prec * (mixed - m) ** 2)
+        for m, p in ((-2.0, 0.3), (3.0, 0.7))
+    ]
     expected = -np.logaddexp(*by_k)
     assert pooled == pytest.approx(expected, rel=1e-5)
 
@@ -863,7 +958,13 @@ def test_mcmc_on_a_model_with_a_local_latent_and_fixed_draws_runs(backend):
     # Pyro's MCMC conditions the model on its latents (a condition outside the handler):
     # that is inference, not a user's condition, and must not be refused
     B = backend
-    samples = B.mcmc(B.probmix(latent_model(B), lam=LAM, perm=PERM), B.array(X), B.array(Y), num_samples=30, warmup=20)
+    samples = B.mcmc(
+        B.probmix(latent_model(B), lam=LAM, perm=PERM),
+        B.array(X),
+        B.array(Y),
+        num_samples=30,
+        warmup=20,
+    )
     assert samples["z"].shape == (30, N) and np.all(np.isfinite(samples["z"]))
 
 
@@ -887,9 +988,13 @@ def test_conditioned_latents_are_not_data(backend):
 def test_an_observation_given_by_condition_is_data(backend):
     # the Pyro tutorials' idiom: observe through condition instead of obs=
     B = backend
-    with_obs = B.log_density(B.probmix(normal_model(B), lam=LAM, perm=PERM), B.array(X1), B.array(Y))
+    with_obs = B.log_density(
+        B.probmix(normal_model(B), lam=LAM, perm=PERM), B.array(X1), B.array(Y)
+    )
     conditioned = B.condition(normal_model(B), data={"y": B.array(Y)})
-    assert B.log_density(B.probmix(conditioned, lam=LAM, perm=PERM), B.array(X1)) == pytest.approx(with_obs, rel=1e-6)
+    assert B.log_density(B.probmix(conditioned, lam=LAM, perm=PERM), B.array(X1)) == pytest.approx(
+        with_obs, rel=1e-6
+    )
 
 
 def test_only_conditioned_sites_outside_plates_is_refused(backend):
@@ -910,19 +1015,30 @@ def test_a_handler_reused_for_another_model_keeps_no_state(backend):
 
     def real_support(y=None):
         with B.plate("data", N):
-            B.sample("y", B.dist.TransformedDistribution(B.dist.Normal(0.0, 1.0), [B.dist.transforms.AffineTransform(1.0, 2.0)]), obs=y)
+            B.sample(
+                "y",
+                B.dist.TransformedDistribution(
+                    B.dist.Normal(0.0, 1.0), [B.dist.transforms.AffineTransform(1.0, 2.0)]
+                ),
+                obs=y,
+            )
 
     def positive_support(y=None):
         with B.plate("data", N):
-            B.sample("y", B.dist.TransformedDistribution(B.dist.Normal(0.0, 1.0), [B.dist.transforms.ExpTransform()]), obs=y)
+            B.sample(
+                "y",
+                B.dist.TransformedDistribution(
+                    B.dist.Normal(0.0, 1.0), [B.dist.transforms.ExpTransform()]
+                ),
+                obs=y,
+            )
 
     handler = B.probmix(alpha=0.5, beta=0.1, target="mixed")
     pos = B.array(np.abs(Y) + 0.1)
     with handler:
         B.trace(real_support, pos)
-    with pytest.raises(ValueError, match="bounded support"):
-        with handler:
-            B.trace(positive_support, pos)
+    with pytest.raises(ValueError, match="bounded support"), handler:
+        B.trace(positive_support, pos)
 
 
 def test_a_handler_nested_in_itself_is_refused(backend):
@@ -930,9 +1046,8 @@ def test_a_handler_nested_in_itself_is_refused(backend):
 
     B = backend
     h = B.probmix(lam=LAM, perm=PERM)
-    with pytest.raises((MixupUsageError, ValueError), match="nested in itself|twice"):
-        with h:
-            B.trace(h(normal_model(B)), B.array(X1), B.array(Y))
+    with pytest.raises((MixupUsageError, ValueError), match="nested in itself|twice"), h:
+        B.trace(h(normal_model(B)), B.array(X1), B.array(Y))
 
 
 # --- options ------------------------------------------------------------------------------------
@@ -942,8 +1057,16 @@ def test_a_handler_nested_in_itself_is_refused(backend):
 def test_zero_dimensional_array_options_are_accepted(backend, kind):
     B = backend
     val = np.float32(0.4) if kind == "numpy" else B.array(np.float32(0.4))
-    tr = B.trace(B.probmix(normal_model(B), alpha=val, beta=B.array(0.0) if kind == "array" else np.float64(0.0),
-                           per_example=np.bool_(False)), B.array(X1), B.array(Y))
+    tr = B.trace(
+        B.probmix(
+            normal_model(B),
+            alpha=val,
+            beta=B.array(0.0) if kind == "array" else np.float64(0.0),
+            per_example=np.bool_(False),
+        ),
+        B.array(X1),
+        B.array(Y),
+    )
     assert np.isfinite(B.np(tr["y"].log_prob)).all()
 
 
@@ -1043,15 +1166,22 @@ def test_table_and_shift_pairings(backend):
         assert len({(s[i] - i) % N for i in range(N)}) == 1  # one cyclic shift
     assert len(seen) > 1
     with pytest.raises(ValueError, match="covers 6 examples but the batch has 4"):
-        B.trace(B.mixup(lambda x: B.mixable("x", x, dim=-1), at="x", pairing=table), B.array(np.eye(4)))
+        B.trace(
+            B.mixup(lambda x: B.mixable("x", x, dim=-1), at="x", pairing=table), B.array(np.eye(4))
+        )
 
 
 # --- the paper's section 4 reductions, as properties of the handlers ---------------------------
 
-from hypothesis import given, settings, strategies as hst  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as hst  # noqa: E402
 
 
-@given(lam=hst.floats(0, 1), seed=hst.integers(0, 1000), head=hst.sampled_from(["normal", "categorical"]))
+@given(
+    lam=hst.floats(0, 1),
+    seed=hst.integers(0, 1000),
+    head=hst.sampled_from(["normal", "categorical"]),
+)
 @settings(max_examples=20, deadline=None)
 def test_linear_probmix_is_vanilla_mixup(lam, seed, head):
     # Thm 4.3 / 4.4: pooling homoscedastic Gaussians (or categoricals) with linear
@@ -1065,11 +1195,15 @@ def test_linear_probmix_is_vanilla_mixup(lam, seed, head):
         perm = g.permutation(N)
 
         def model(x, y=None):
-            with B.plate("data", N):
-                x = B.mixable("x", x)
-                out = x @ B.array(w)
-                d = B.dist.Normal(out[:, 0] + 0.7, 0.8) if head == "normal" else B.dist.Categorical(logits=out)
-                B.sample("y", d, obs=y)
+            with B.plate("data", N):  # noqa: B023
+                x = B.mixable("x", x)  # noqa: B023
+                out = x @ B.array(w)  # noqa: B023
+                d = (
+                    B.dist.Normal(out[:, 0] + 0.7, 0.8)  # noqa: B023
+                    if head == "normal"
+                    else B.dist.Categorical(logits=out)  # noqa: B023
+                )
+                B.sample("y", d, obs=y)  # noqa: B023
 
         a = B.log_density(B.probmix(model, lam=lam, perm=perm), B.array(x), B.array(y))
         c = B.log_density(B.mixup(model, at="x", lam=lam, perm=perm), B.array(x), B.array(y))
@@ -1094,6 +1228,8 @@ def test_homoscedastic_m_probmix_is_manifold_mixup(lam, seed):
             z = B.embed("h", B.dist.Normal(m, 0.3).to_event(1))
             B.sample("y", B.dist.Normal(z @ B.array(w2), 1.0), obs=y)
 
-    a = B.log_density(B.probmix(model, at="h", lam=lam, perm=perm), B.array(x), B.array(y), seed=seed)
+    a = B.log_density(
+        B.probmix(model, at="h", lam=lam, perm=perm), B.array(x), B.array(y), seed=seed
+    )
     c = B.log_density(B.mixup(model, at="m", lam=lam, perm=perm), B.array(x), B.array(y), seed=seed)
     assert a == pytest.approx(c, abs=1e-3, rel=1e-4)

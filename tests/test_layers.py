@@ -2,6 +2,7 @@
 without the other's library, the old import paths still work, and the options,
 draws and partner tables of the core behave on their own."""
 
+import dataclasses
 import subprocess
 import sys
 
@@ -27,8 +28,18 @@ def test_core_imports_neither_torch_nor_jax():
         "print(sorted(m.name for m in pkgutil.iter_modules(core.__path__)))"
     )
     modules = _run(code)
-    for name in ("backend", "draws", "families", "handler", "inference_data", "options", "pairing", "plain_model",
-                 "pooling", "targets"):
+    for name in (
+        "backend",
+        "draws",
+        "families",
+        "handler",
+        "inference_data",
+        "options",
+        "pairing",
+        "plain_model",
+        "pooling",
+        "targets",
+    ):
         assert repr(name) in modules
 
 
@@ -68,13 +79,16 @@ def test_old_import_paths_still_work():
     from pyro_mixup.errors import UnsupportedDistributionError
     from pyro_mixup.families import ALL_FAMILIES, FAMILY_BY_CLASS_NAME, Family  # noqa: F401
     from pyro_mixup.numpyro.backend import log_linear_pool as np_pool  # noqa: F401
-    from pyro_mixup.numpyro.handlers import mixup as np_mixup, probmix as np_probmix  # noqa: F401
-    from pyro_mixup.numpyro.primitives import embed as np_embed, mixable as np_mixable  # noqa: F401
+    from pyro_mixup.numpyro.handlers import mixup as np_mixup  # noqa: F401
+    from pyro_mixup.numpyro.primitives import embed as np_embed  # noqa: F401
 
     assert pyro_mixup.log_linear_pool is torch_backend.log_linear_pool
     assert pyro_mixup.embed is primitives.embed and pyro_mixup.mixable is primitives.mixable
     assert handlers.probmix.__module__ == "pyro_mixup.pyro.handlers"
-    assert pmn.probmix is pmn.handlers.probmix and pmn.UnsupportedDistributionError is UnsupportedDistributionError
+    assert (
+        pmn.probmix is pmn.handlers.probmix
+        and pmn.UnsupportedDistributionError is UnsupportedDistributionError
+    )
     assert pairing.NearestNeighbourPairing and pairing.LabelKernelPairing and pairing.PartnerTable
     assert len(ALL_FAMILIES) == 20
 
@@ -92,7 +106,9 @@ def test_functional_wrappers_keep_name_and_wrapped():
     for wrap in (probmix, pmn.probmix):
         w = wrap(my_model, alpha=0.5)
         assert w.__name__ == "my_model" and w.__wrapped__ is my_model
-        assert unwrap(wrap(mixup(my_model, at="x"), alpha=0.2) if wrap is probmix else w) is my_model
+        assert (
+            unwrap(wrap(mixup(my_model, at="x"), alpha=0.2) if wrap is probmix else w) is my_model
+        )
     sig = inspect.signature(probmix)
     assert list(sig.parameters)[:3] == ["fn", "alpha", "lam"] and "rng_key" not in sig.parameters
     assert "rng_key" in inspect.signature(pmn.probmix).parameters
@@ -124,13 +140,19 @@ class NumpyArrays:
 
 
 def test_options_are_validated_once_and_frozen():
-    opts = MixOptions(alpha=np.float32(0.4), beta=0, sites=["y"], per_example=np.bool_(True), arrays=NumpyArrays)
+    opts = MixOptions(
+        alpha=np.float32(0.4), beta=0, sites=["y"], per_example=np.bool_(True), arrays=NumpyArrays
+    )
     assert opts.alpha == pytest.approx(0.4) and type(opts.alpha) is float
     assert opts.sites == frozenset({"y"}) and opts.per_example is True
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         opts.alpha = 1.0  # frozen
-    assert MixOptions(lam=0.3, perm=[1, 0], arrays=NumpyArrays).same_draws(MixOptions(lam=0.3, perm=[1, 0], arrays=NumpyArrays))
-    assert not MixOptions(alpha=0.3, arrays=NumpyArrays).same_draws(MixOptions(alpha=0.4, arrays=NumpyArrays))
+    assert MixOptions(lam=0.3, perm=[1, 0], arrays=NumpyArrays).same_draws(
+        MixOptions(lam=0.3, perm=[1, 0], arrays=NumpyArrays)
+    )
+    assert not MixOptions(alpha=0.3, arrays=NumpyArrays).same_draws(
+        MixOptions(alpha=0.4, arrays=NumpyArrays)
+    )
 
 
 def test_draws_are_made_once_per_size_and_checked():
@@ -154,10 +176,14 @@ def test_draws_are_made_once_per_size_and_checked():
         cast_weight = staticmethod(lambda lam, like: lam)
 
     random_calls = []
-    draws = Draws(MixOptions(alpha=1.0, arrays=NumpyArrays), Counting(), lambda: random_calls.append(1))
+    draws = Draws(
+        MixOptions(alpha=1.0, arrays=NumpyArrays), Counting(), lambda: random_calls.append(1)
+    )
     assert draws.lam(4, None) == draws.lam(4, None) == 0.25
     assert draws.partner(4) is draws.partner(4) and draws.partner(5) is not draws.partner(4)
-    assert Counting.calls == 3 and random_calls == [1]  # the random hook runs once, before the first draw
+    assert Counting.calls == 3 and random_calls == [
+        1
+    ]  # the random hook runs once, before the first draw
     with pytest.raises(ValueError, match="batch of size 1"):
         draws.partner(1)
     fixed = Draws(MixOptions(lam=[0.1, 0.2], perm=[1, 0], arrays=NumpyArrays), Counting())
@@ -195,8 +221,12 @@ def test_the_library_never_imports_the_experiments():
 
     root = Path(pyro_mixup.__file__).parent
     pattern = re.compile(r"^\s*(from|import)\s+(pyro_mixup\.experiments|\.+experiments)", re.M)
-    offenders = [str(f.relative_to(root)) for f in root.rglob("*.py")
-                 if f.relative_to(root).parts[0] not in ("experiments", "bnn", "cli.py") and pattern.search(f.read_text())]
+    offenders = [
+        str(f.relative_to(root))
+        for f in root.rglob("*.py")
+        if f.relative_to(root).parts[0] not in ("experiments", "bnn", "cli.py")
+        and pattern.search(f.read_text())
+    ]
     assert offenders == []
 
 
@@ -205,4 +235,6 @@ def test_a_fixed_perm_that_is_a_cyclic_shift_is_applied_as_a_roll():
     assert MixOptions(perm=np.roll(np.arange(n), 3), arrays=NumpyArrays).perm_shift == 3
     assert MixOptions(perm=(np.arange(n) + 1) % n, arrays=NumpyArrays).perm_shift == 1
     assert MixOptions(perm=np.array([1, 0, 3, 2, 5, 4]), arrays=NumpyArrays).perm_shift is None
-    assert "perm_shift" not in MixOptions.__init__.__code__.co_varnames  # not an option a user passes
+    assert (
+        "perm_shift" not in MixOptions.__init__.__code__.co_varnames
+    )  # not an option a user passes

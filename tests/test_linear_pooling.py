@@ -5,21 +5,21 @@ Oracle: with two well-separated embedding densities, the share of draws that
 land near the partner's is ``1 - lam``; the log-linear pool lands in between.
 """
 
-import numpy as np
-import pytest
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as nd
 import pyro
 import pyro.distributions as pd
+import pytest
 import torch
 
 import pyro_mixup
 from pyro_mixup import numpyro as pmn
 from pyro_mixup.handlers import mixup, probmix
-from pyro_mixup.numpyro.handlers import mixup as nmixup, probmix as nprobmix
+from pyro_mixup.numpyro.handlers import mixup as nmixup
+from pyro_mixup.numpyro.handlers import probmix as nprobmix
 
 LOC = [0.0, 10.0]
 
@@ -43,7 +43,10 @@ def numpyro_draws(n, **options):
             return pmn.embed("z", nd.Normal(jnp.asarray(LOC), 1.0))
 
     def one(key):
-        with numpyro.handlers.seed(rng_seed=key), nprobmix(at="z", perm=jnp.array([1, 0]), **options):
+        with (
+            numpyro.handlers.seed(rng_seed=key),
+            nprobmix(at="z", perm=jnp.array([1, 0]), **options),
+        ):
             return model()
 
     return np.asarray(jax.vmap(one)(jax.random.split(jax.random.PRNGKey(0), n)))
@@ -93,6 +96,8 @@ def test_linear_pooling_refuses_a_latent_sample_site():
         with pyro.plate("data", 3):
             pyro.sample("w", pd.Normal(torch.zeros(3), 1.0))
 
-    with pytest.raises(ValueError, match="pooling='linear' draws an embed layer"):
-        with probmix(at="w", pooling="linear"):
-            model()
+    with (
+        pytest.raises(ValueError, match="pooling='linear' draws an embed layer"),
+        probmix(at="w", pooling="linear"),
+    ):
+        model()

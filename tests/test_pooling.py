@@ -5,13 +5,14 @@ backends against each other."""
 import math
 
 import numpy as np
-import pytest
-import torch
-from hypothesis import given, settings, strategies as st
 import pyro.distributions as dist
+import pytest
 import scipy.integrate
+import torch
+from families_cases import CASES, CONTINUOUS_1D, DISCRETE_1D, make_torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from families_cases import CASES, CONTINUOUS_1D, DISCRETE_1D, TORCH_ONLY, make_numpyro, make_torch
 from pyro_mixup import UnsupportedDistributionError, log_linear_pool, pool_pairs
 
 ALL = sorted(CASES)
@@ -48,7 +49,9 @@ def test_pool_keeps_family(name):
     rng = np.random.default_rng(3)
     d1, d2 = make_torch(name, CASES[name](rng)), make_torch(name, CASES[name](rng))
     pooled = log_linear_pool([d1, d2], [0.4, 0.6])
-    expected = dist.MultivariateNormal if name.startswith(("MultivariateNormal", "LowRank")) else type(d1)
+    expected = (
+        dist.MultivariateNormal if name.startswith(("MultivariateNormal", "LowRank")) else type(d1)
+    )
     assert type(pooled) is expected
     assert pooled.batch_shape == d1.batch_shape and pooled.event_shape == d1.event_shape
 
@@ -65,12 +68,17 @@ def test_normalisation_by_quadrature(name):
         return math.exp(w[0] * d1.log_prob(y).item() + w[1] * d2.log_prob(y).item())
 
     lo, hi = CONTINUOUS_1D[name]
-    z, err = scipy.integrate.quad(unnormalised, lo, hi, limit=200)
+    z, _err = scipy.integrate.quad(unnormalised, lo, hi, limit=200)
     # p~(y) = prod p_k(y)^w_k / Z at any point of the support
     y0 = d1.sample()
     expected = w[0] * d1.log_prob(y0) + w[1] * d2.log_prob(y0) - math.log(z)
     assert pooled.log_prob(y0).item() == pytest.approx(expected.item(), abs=1e-6)
-    total, _ = scipy.integrate.quad(lambda y: math.exp(pooled.log_prob(torch.tensor(y, dtype=torch.float64)).item()), lo, hi, limit=200)
+    total, _ = scipy.integrate.quad(
+        lambda y: math.exp(pooled.log_prob(torch.tensor(y, dtype=torch.float64)).item()),
+        lo,
+        hi,
+        limit=200,
+    )
     assert total == pytest.approx(1.0, abs=1e-6)
 
 
@@ -96,7 +104,9 @@ def test_paper_worked_example():
     assert p.scale.item() == pytest.approx(13.5, rel=1e-6)
     assert -p.log_prob(torch.tensor(80.0)).item() == pytest.approx(3.59, abs=5e-3)
     # vanilla mixup predicts at x~ = 3 with the true model: N(27, 30.25); NLL(80) ~ 49.05
-    assert -dist.Normal(27.0, 5.5).log_prob(torch.tensor(80.0)).item() == pytest.approx(49.05, abs=5e-3)
+    assert -dist.Normal(27.0, 5.5).log_prob(torch.tensor(80.0)).item() == pytest.approx(
+        49.05, abs=5e-3
+    )
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -116,8 +126,13 @@ def test_weight_one_returns_first(name):
 @settings(max_examples=60, deadline=None)
 def test_homoscedastic_normal_mixes_means(mu, sigma, lam):
     # paper Thm 4.4: with equal variances the pool is mixup of the means
-    p = log_linear_pool([dist.Normal(torch.tensor(mu[0], dtype=torch.float64), sigma),
-                         dist.Normal(torch.tensor(mu[1], dtype=torch.float64), sigma)], [lam, 1 - lam])
+    p = log_linear_pool(
+        [
+            dist.Normal(torch.tensor(mu[0], dtype=torch.float64), sigma),
+            dist.Normal(torch.tensor(mu[1], dtype=torch.float64), sigma),
+        ],
+        [lam, 1 - lam],
+    )
     assert p.loc.item() == pytest.approx(lam * mu[0] + (1 - lam) * mu[1], abs=1e-9)
     assert p.scale.item() == pytest.approx(sigma, rel=1e-9)
 
@@ -129,7 +144,7 @@ def test_homoscedastic_normal_mixes_means(mu, sigma, lam):
 @settings(max_examples=60, deadline=None)
 def test_categorical_mixes_logits(logits, lam):
     # paper Thm 4.3: the categorical pool is mixup of the logits
-    a, b = (torch.tensor(l, dtype=torch.float64) for l in logits)
+    a, b = (torch.tensor(lg, dtype=torch.float64) for lg in logits)
     p = log_linear_pool([dist.Categorical(logits=a), dist.Categorical(logits=b)], [lam, 1 - lam])
     assert torch.allclose(p.logits, torch.log_softmax(lam * a + (1 - lam) * b, -1), atol=1e-9)
 
@@ -142,28 +157,48 @@ def test_categorical_mixes_logits(logits, lam):
 @settings(max_examples=80, deadline=None)
 def test_normal_stable_in_float32_across_scales(log_scales, locs, lam):
     scales = [10.0**s for s in log_scales]
-    ds = [dist.Normal(torch.tensor(m, dtype=torch.float32), torch.tensor(s, dtype=torch.float32)) for m, s in zip(locs, scales)]
+    ds = [
+        dist.Normal(torch.tensor(m, dtype=torch.float32), torch.tensor(s, dtype=torch.float32))
+        for m, s in zip(locs, scales)
+    ]
     p = log_linear_pool(ds, [lam, 1 - lam])
     assert torch.isfinite(p.loc) and torch.isfinite(p.scale) and p.scale > 0
     lo, hi = min(locs), max(locs)
     assert lo - 1e-3 * (1 + abs(lo)) <= p.loc.item() <= hi + 1e-3 * (1 + abs(hi))
 
 
-@given(log_rates=st.lists(st.floats(-4, 4), min_size=2, max_size=2), lam=st.floats(0, 1),
-       logits=st.lists(st.floats(-60, 60), min_size=2, max_size=2))
+@given(
+    log_rates=st.lists(st.floats(-4, 4), min_size=2, max_size=2),
+    lam=st.floats(0, 1),
+    logits=st.lists(st.floats(-60, 60), min_size=2, max_size=2),
+)
 @settings(max_examples=60, deadline=None)
 def test_rates_and_logits_stable_in_float32(log_rates, lam, logits):
     rates = [torch.tensor(10.0**r, dtype=torch.float32) for r in log_rates]
     p = log_linear_pool([dist.Poisson(r) for r in rates], [lam, 1 - lam])
     assert torch.isfinite(p.rate) and p.rate > 0
     for cls in (dist.Bernoulli, dist.Geometric):
-        ls = [torch.tensor(l, dtype=torch.float32) for l in logits]
-        q = log_linear_pool([cls(logits=l) for l in ls], [lam, 1 - lam])
-        assert torch.isfinite(q.logits) or cls is dist.Geometric and torch.isinf(q.logits) and q.logits > 0
+        ls = [torch.tensor(lg, dtype=torch.float32) for lg in logits]
+        q = log_linear_pool([cls(logits=lg) for lg in ls], [lam, 1 - lam])
+        assert torch.isfinite(q.logits) or (
+            cls is dist.Geometric and torch.isinf(q.logits) and q.logits > 0
+        )
         assert torch.isfinite(q.log_prob(torch.tensor(1.0)))
 
 
-@pytest.mark.parametrize("name", ["Normal", "Gamma", "Poisson", "Categorical", "MultivariateNormal", "Beta", "VonMises", "NegativeBinomial"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Normal",
+        "Gamma",
+        "Poisson",
+        "Categorical",
+        "MultivariateNormal",
+        "Beta",
+        "VonMises",
+        "NegativeBinomial",
+    ],
+)
 def test_gradients_flow_to_parameters_and_weights(name):
     rng = np.random.default_rng(2)
     params = [CASES[name](rng) for _ in range(2)]
@@ -198,14 +233,40 @@ def _wrapped_cases():
     aff = dist.transforms.AffineTransform(1.0, 2.0)
     return {
         "independent": ([a.to_event(1), b.to_event(1)], None),
-        "expanded": ([dist.Gamma(torch.tensor(2.0), 1.0).expand([3]), dist.Gamma(torch.tensor([3.0, 1.5, 2.5]), 2.0)], None),
-        "expanded-wrapper": ([dist.torch_distribution.ExpandedDistribution(dist.Gamma(torch.tensor(2.0), 1.0), [3]),
-                              dist.Gamma(torch.tensor([3.0, 1.5, 2.5]), 2.0)], None),
-        "masked": ([dist.Normal(torch.zeros(3), 1.0).mask(m1), dist.Normal(torch.ones(3), 2.0).mask(m2)], m1 & m2),
-        "transformed": ([dist.TransformedDistribution(dist.Normal(torch.zeros(3), 1.0), [aff]),
-                         dist.TransformedDistribution(dist.Normal(torch.ones(3), 3.0), [aff])], None),
-        "independent-of-expanded": ([dist.Poisson(torch.tensor(2.0)).expand([3, 2]).to_event(2),
-                                     dist.Poisson(torch.rand(3, 2) + 1).to_event(2)], None),
+        "expanded": (
+            [
+                dist.Gamma(torch.tensor(2.0), 1.0).expand([3]),
+                dist.Gamma(torch.tensor([3.0, 1.5, 2.5]), 2.0),
+            ],
+            None,
+        ),
+        "expanded-wrapper": (
+            [
+                dist.torch_distribution.ExpandedDistribution(
+                    dist.Gamma(torch.tensor(2.0), 1.0), [3]
+                ),
+                dist.Gamma(torch.tensor([3.0, 1.5, 2.5]), 2.0),
+            ],
+            None,
+        ),
+        "masked": (
+            [dist.Normal(torch.zeros(3), 1.0).mask(m1), dist.Normal(torch.ones(3), 2.0).mask(m2)],
+            m1 & m2,
+        ),
+        "transformed": (
+            [
+                dist.TransformedDistribution(dist.Normal(torch.zeros(3), 1.0), [aff]),
+                dist.TransformedDistribution(dist.Normal(torch.ones(3), 3.0), [aff]),
+            ],
+            None,
+        ),
+        "independent-of-expanded": (
+            [
+                dist.Poisson(torch.tensor(2.0)).expand([3, 2]).to_event(2),
+                dist.Poisson(torch.rand(3, 2) + 1).to_event(2),
+            ],
+            None,
+        ),
     }
 
 
@@ -229,8 +290,12 @@ def test_wrappers_defining_identity(case):
 
 
 def test_transformed_needs_equal_transforms():
-    a = dist.TransformedDistribution(dist.Normal(0.0, 1.0), [dist.transforms.AffineTransform(1.0, 2.0)])
-    b = dist.TransformedDistribution(dist.Normal(0.0, 1.0), [dist.transforms.AffineTransform(0.0, 2.0)])
+    a = dist.TransformedDistribution(
+        dist.Normal(0.0, 1.0), [dist.transforms.AffineTransform(1.0, 2.0)]
+    )
+    b = dist.TransformedDistribution(
+        dist.Normal(0.0, 1.0), [dist.transforms.AffineTransform(0.0, 2.0)]
+    )
     with pytest.raises(ValueError, match="transforms are equal"):
         log_linear_pool([a, b], [0.5, 0.5])
 
@@ -240,14 +305,24 @@ def test_transformed_needs_equal_transforms():
 def test_pool_pairs_matches_pairwise_pools(lam, per_example, seed):
     g = torch.Generator().manual_seed(seed)
     n = 5
-    d = dist.Normal(torch.randn(n, 2, generator=g, dtype=torch.float64), torch.rand(n, 2, generator=g, dtype=torch.float64) + 0.1).to_event(1)
+    d = dist.Normal(
+        torch.randn(n, 2, generator=g, dtype=torch.float64),
+        torch.rand(n, 2, generator=g, dtype=torch.float64) + 0.1,
+    ).to_event(1)
     perm = torch.randperm(n, generator=g)
-    lam_t = torch.rand(n, generator=g, dtype=torch.float64) if per_example else torch.tensor(lam, dtype=torch.float64)
+    lam_t = (
+        torch.rand(n, generator=g, dtype=torch.float64)
+        if per_example
+        else torch.tensor(lam, dtype=torch.float64)
+    )
     pooled = pool_pairs(d, lam_t, perm, dim=0)
     for i in range(n):
         li = lam_t[i] if per_example else lam_t
         ref = log_linear_pool(
-            [dist.Normal(d.base_dist.loc[i], d.base_dist.scale[i]), dist.Normal(d.base_dist.loc[perm[i]], d.base_dist.scale[perm[i]])],
+            [
+                dist.Normal(d.base_dist.loc[i], d.base_dist.scale[i]),
+                dist.Normal(d.base_dist.loc[perm[i]], d.base_dist.scale[perm[i]]),
+            ],
             [li, 1 - li],
         )
         assert torch.allclose(pooled.base_dist.loc[i], ref.loc, atol=1e-10)
@@ -298,14 +373,26 @@ def test_unsupported_family_error(bad):
     "dists, weights, match",
     [
         ([dist.Normal(0.0, 1.0), dist.Gamma(1.0, 1.0)], [0.5, 0.5], "one family"),
-        ([dist.Binomial(3, probs=torch.tensor(0.5)), dist.Binomial(4, probs=torch.tensor(0.5))], [0.5, 0.5], "total_count"),
-        ([dist.Normal(torch.zeros(3), 1.0), dist.Normal(torch.zeros(4), 1.0)], [0.5, 0.5], "do not broadcast"),
+        (
+            [dist.Binomial(3, probs=torch.tensor(0.5)), dist.Binomial(4, probs=torch.tensor(0.5))],
+            [0.5, 0.5],
+            "total_count",
+        ),
+        (
+            [dist.Normal(torch.zeros(3), 1.0), dist.Normal(torch.zeros(4), 1.0)],
+            [0.5, 0.5],
+            "do not broadcast",
+        ),
         ([dist.Normal(0.0, 1.0), dist.Normal(1.0, 1.0)], [1.2, -0.2], r"\[0, 1\]"),
         ([dist.Normal(0.0, 1.0), dist.Normal(1.0, 1.0)], [0.5, 0.6], "sum to 1"),
         ([dist.Normal(0.0, 1.0), dist.Normal(1.0, 1.0)], [float("nan"), 0.5], "finite"),
         ([dist.Normal(0.0, 1.0)], [1.0], "at least 2"),
         ([dist.Normal(0.0, 1.0), dist.Normal(1.0, 1.0)], [1.0], "weights"),
-        ([dist.Normal(0.0, 1.0).to_event(0), dist.Normal(torch.zeros(2), 1.0).to_event(1)], [0.5, 0.5], "Independent|same wrappers|one family"),
+        (
+            [dist.Normal(0.0, 1.0).to_event(0), dist.Normal(torch.zeros(2), 1.0).to_event(1)],
+            [0.5, 0.5],
+            "Independent|same wrappers|one family",
+        ),
     ],
 )
 def test_bad_input_errors(dists, weights, match):
@@ -316,8 +403,12 @@ def test_bad_input_errors(dists, weights, match):
 def test_per_example_weights_must_sum_to_one():
     lam = torch.tensor([0.2, 0.9])
     with pytest.raises(ValueError, match="sum to 1"):
-        log_linear_pool([dist.Normal(torch.zeros(2), 1.0), dist.Normal(torch.ones(2), 1.0)], [lam, lam])
-    p = log_linear_pool([dist.Normal(torch.zeros(2), 1.0), dist.Normal(torch.ones(2), 1.0)], [lam, 1 - lam])
+        log_linear_pool(
+            [dist.Normal(torch.zeros(2), 1.0), dist.Normal(torch.ones(2), 1.0)], [lam, lam]
+        )
+    p = log_linear_pool(
+        [dist.Normal(torch.zeros(2), 1.0), dist.Normal(torch.ones(2), 1.0)], [lam, 1 - lam]
+    )
     assert torch.allclose(p.loc, 1 - lam)
 
 

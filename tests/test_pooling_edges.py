@@ -82,7 +82,17 @@ def _mismatched(S, kind, n1, n2):
     return [d.Normal(a(np.zeros(n)), 1.0).to_event(1) for n in (n1, n2)]
 
 
-@pytest.mark.parametrize("kind", ["Categorical", "OneHotCategorical", "Multinomial", "Dirichlet", "MultivariateNormal", "to_event"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "Categorical",
+        "OneHotCategorical",
+        "Multinomial",
+        "Dirichlet",
+        "MultivariateNormal",
+        "to_event",
+    ],
+)
 @pytest.mark.parametrize("sizes", [(1, 4), (3, 4)], ids=["broadcastable", "not-broadcastable"])
 def test_members_of_different_event_sizes_are_refused(S, kind, sizes):
     if kind == "OneHotCategorical" and not S.torch:
@@ -121,7 +131,10 @@ def test_dominated_lowrank_pooled_with_itself_is_itself(S, weights):
     own = S.dist.MultivariateNormal(d.loc, scale_tril=d.scale_tril)
     np.testing.assert_allclose(S.np(p.log_prob(y)), S.np(own.log_prob(y)), rtol=1e-4)
     exact = scipy.stats.multivariate_normal(S.np(d.loc), cov).logpdf(S.np(y))
-    assert np.abs(S.np(p.log_prob(y)) - exact).max() <= np.abs(S.np(d.log_prob(y)) - exact).max() + 1e-3 * np.abs(exact).max()
+    assert (
+        np.abs(S.np(p.log_prob(y)) - exact).max()
+        <= np.abs(S.np(d.log_prob(y)) - exact).max() + 1e-3 * np.abs(exact).max()
+    )
 
 
 def test_dominated_lowrank_pool_of_two_matches_float64(S):
@@ -193,24 +206,34 @@ def test_numpyro_zero_probabilities_stay_zero(S):
     p = pmn.log_linear_pool([zeroed, other], [0.5, 0.5])
     probs = S.np(p.probs)
     assert probs[0] == 0.0 and np.isclose(probs.sum(), 1.0) and np.all(probs[1:] > 0)
-    np.testing.assert_allclose(S.np(pmn.log_linear_pool([zeroed, other], [0.0, 1.0]).probs), S.np(other.probs), rtol=1e-6)
+    np.testing.assert_allclose(
+        S.np(pmn.log_linear_pool([zeroed, other], [0.0, 1.0]).probs), S.np(other.probs), rtol=1e-6
+    )
 
     multi = nd.Multinomial(4, probs=S.a([0.0, 0.5, 0.5]))
     counts = S.a([0.0, 2.0, 2.0])
     self_pool = pmn.log_linear_pool([multi, multi], [0.3, 0.7])
     assert S.np(self_pool.log_prob(counts)) == pytest.approx(S.np(multi.log_prob(counts)), rel=1e-5)
-    assert S.np(self_pool.log_prob(S.a([1.0, 1.0, 2.0]))) < -1e3  # the zero class stays (all but) impossible
+    assert (
+        S.np(self_pool.log_prob(S.a([1.0, 1.0, 2.0]))) < -1e3
+    )  # the zero class stays (all but) impossible
 
     stuck = nd.NegativeBinomialProbs(3.0, S.a(0.0))  # all mass at 0
     live = nd.NegativeBinomialProbs(3.0, S.a(0.5))
-    assert S.np(pmn.log_linear_pool([stuck, live], [0.5, 0.5]).log_prob(S.a(0.0))) == pytest.approx(0.0, abs=1e-5)
+    assert S.np(pmn.log_linear_pool([stuck, live], [0.5, 0.5]).log_prob(S.a(0.0))) == pytest.approx(
+        0.0, abs=1e-5
+    )
     k = S.a(2.0)
-    assert S.np(pmn.log_linear_pool([stuck, live], [0.0, 1.0]).log_prob(k)) == pytest.approx(S.np(live.log_prob(k)), rel=1e-5)
+    assert S.np(pmn.log_linear_pool([stuck, live], [0.0, 1.0]).log_prob(k)) == pytest.approx(
+        S.np(live.log_prob(k)), rel=1e-5
+    )
 
 
 def test_infinite_logits_of_certain_outcomes(S):
     # a logit of -inf is a probability 0: kept, and the pool scores without NaN
-    d = S.dist.Categorical(logits=S.a([-np.inf, 0.0, 1.0]), validate_args=False)  # NumPyro refuses -inf
+    d = S.dist.Categorical(
+        logits=S.a([-np.inf, 0.0, 1.0]), validate_args=False
+    )  # NumPyro refuses -inf
     e = S.dist.Categorical(logits=S.a([0.0, 0.0, 0.0]))
     p = S.pool([d, e], [0.5, 0.5])
     lp = S.np(p.log_prob(S.index([0, 1, 2])))
@@ -232,7 +255,9 @@ def test_disjoint_supports_are_refused(S):
 def test_non_finite_parameters_are_refused_with_the_member_index(S, bad):
     good = S.dist.Normal(S.a(0.0), S.a(1.0))
     broken = S.dist.Normal(S.a([0.0, bad]), S.a(1.0), validate_args=False)
-    with pytest.raises(ValueError, match=r"member 2 \(Normal\) has (NaN|inf) in its loc \(at index \(1,\)\)"):
+    with pytest.raises(
+        ValueError, match=r"member 2 \(Normal\) has (NaN|inf) in its loc \(at index \(1,\)\)"
+    ):
         S.pool([good, good, broken], [0.2, 0.3, 0.5])
     with pytest.raises(ValueError, match=r"the distribution \(Normal\) has (NaN|inf) in its loc"):
         S.pairs(broken, S.a(0.5), S.index([1, 0]))
@@ -247,7 +272,9 @@ def test_overflowing_pool_is_refused_not_half_nan(S):
 
 def test_nan_check_is_skipped_under_jit():
     # traced values cannot be looked at: pooling under jit still works
-    f = jax.jit(lambda loc: pmn.log_linear_pool([nd.Normal(loc, 1.0), nd.Normal(0.0, 2.0)], [0.5, 0.5]).loc)
+    f = jax.jit(
+        lambda loc: pmn.log_linear_pool([nd.Normal(loc, 1.0), nd.Normal(0.0, 2.0)], [0.5, 0.5]).loc
+    )
     assert np.isfinite(float(f(1.0)))
 
 
@@ -258,8 +285,14 @@ def test_nan_check_is_skipped_under_jit():
 @pytest.mark.parametrize("logit", [-500.0, -120.0, -100.0, 100.0, 120.0, 500.0])
 def test_extreme_logits_pool_with_themselves_exactly(S, family, logit):
     if family == "NegativeBinomial" and not S.torch and S.dtype == "float32" and logit > 80:
-        pytest.skip("NumPyro's own NegativeBinomialLogits is invalid there in float32 (its Gamma rate exp(-logits) is 0)")
-    d = S.negbin(S.a(3.0), logits=S.a(logit)) if family == "NegativeBinomial" else S.geometric(S.a(logit))
+        pytest.skip(
+            "NumPyro's own NegativeBinomialLogits is invalid there in float32 (its Gamma rate exp(-logits) is 0)"
+        )
+    d = (
+        S.negbin(S.a(3.0), logits=S.a(logit))
+        if family == "NegativeBinomial"
+        else S.geometric(S.a(logit))
+    )
     k = S.a([0.0, 1.0, 3.0, 10.0])
     lp = S.np(d.log_prob(k))
     for w in ([0.5, 0.5], [1.0, 0.0], [0.1, 0.9]):
@@ -285,13 +318,18 @@ def test_half_precision_is_refused_with_a_way_out(name, half):
     S = Side(name, "float32")
     if name == "torch":
         dt = getattr(torch, half)
-        ds = [pd.Gamma(torch.tensor(2.0, dtype=dt), torch.tensor(1.0, dtype=dt)),
-              pd.Gamma(torch.tensor(3.0, dtype=dt), torch.tensor(1.0, dtype=dt))]
+        ds = [
+            pd.Gamma(torch.tensor(2.0, dtype=dt), torch.tensor(1.0, dtype=dt)),
+            pd.Gamma(torch.tensor(3.0, dtype=dt), torch.tensor(1.0, dtype=dt)),
+        ]
         lam = torch.tensor([0.3, 0.7], dtype=dt)
         batch = pd.Normal(torch.zeros(3, dtype=dt), torch.ones(3, dtype=dt))
     else:
         dt = getattr(jnp, half)
-        ds = [nd.Gamma(jnp.asarray(2.0, dt), jnp.asarray(1.0, dt)), nd.Gamma(jnp.asarray(3.0, dt), jnp.asarray(1.0, dt))]
+        ds = [
+            nd.Gamma(jnp.asarray(2.0, dt), jnp.asarray(1.0, dt)),
+            nd.Gamma(jnp.asarray(3.0, dt), jnp.asarray(1.0, dt)),
+        ]
         lam = jnp.asarray([0.3, 0.7], dt)
         batch = nd.Normal(jnp.zeros(3, dt), jnp.ones(3, dt))
     with pytest.raises(ValueError, match=f"{half}.*float32"):
@@ -314,7 +352,10 @@ def test_equal_fixed_parameters_are_compared_up_to_rounding(S):
     counts = S.a([0.3, 0.1 + 0.2, 4.0])
     S.pairs(S.negbin(counts, probs=S.a([0.5, 0.4, 0.3])), S.a(0.5), S.index([1, 0, 2]))
     # whole counts compare exactly: in float32, 8 ulps of 2e6 would span a whole count
-    big, bigger = S.negbin(S.a(2_000_000.0), probs=S.a(0.5)), S.negbin(S.a(2_000_001.0), probs=S.a(0.5))
+    big, bigger = (
+        S.negbin(S.a(2_000_000.0), probs=S.a(0.5)),
+        S.negbin(S.a(2_000_001.0), probs=S.a(0.5)),
+    )
     with pytest.raises(ValueError, match="equal total_count"):
         S.pool([big, bigger], [0.5, 0.5])
 
@@ -329,7 +370,10 @@ def test_numpyro_messages_name_the_users_class():
     msg = str(info.value)
     assert "member 1 (BernoulliProbs)" in msg and "BernoulliLogits" not in msg
     with pytest.raises(ValueError) as info:
-        pmn.log_linear_pool([nd.Categorical(probs=jnp.ones(2) / 2), nd.Categorical(probs=jnp.ones(3) / 3)], [0.5, 0.5])
+        pmn.log_linear_pool(
+            [nd.Categorical(probs=jnp.ones(2) / 2), nd.Categorical(probs=jnp.ones(3) / 3)],
+            [0.5, 0.5],
+        )
     assert "CategoricalProbs" in str(info.value) and "CategoricalLogits" not in str(info.value)
     with pytest.raises(ValueError) as info:
         pmn.log_linear_pool([nd.Normal(0.0, 1e-30), nd.Normal(0.0, 1.0)], [0.5, 0.5])

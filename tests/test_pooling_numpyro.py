@@ -7,10 +7,10 @@ import numpy as np
 import numpyro.distributions as ndist
 import pytest
 import torch
+from families_cases import CASES, TORCH_ONLY, make_numpyro, make_torch
 
 import pyro_mixup
 import pyro_mixup.numpyro as pmn
-from families_cases import CASES, TORCH_ONLY, make_numpyro, make_torch
 from pyro_mixup.families import FAMILY_BY_CLASS_NAME
 
 NUMPYRO = sorted(set(CASES) - TORCH_ONLY)
@@ -58,9 +58,9 @@ def test_pool_pairs_under_jit_and_grad():
         pooled = pmn.pool_pairs(ndist.Normal(loc, 2.0).to_event(1), lam, perm, dim=0)
         return pooled.log_prob(jnp.zeros((3, 2))).sum(), pooled.base_dist.loc
 
-    value, pooled_loc = f(0.25, loc)
+    _value, pooled_loc = f(0.25, loc)
     np.testing.assert_allclose(pooled_loc, 0.25 * loc + 0.75 * loc[perm], rtol=1e-6)
-    g_lam, g_loc = jax.grad(lambda l, m: f(l, m)[0], argnums=(0, 1))(0.25, loc)
+    g_lam, g_loc = jax.grad(lambda lam_, m: f(lam_, m)[0], argnums=(0, 1))(0.25, loc)
     assert np.isfinite(g_lam) and g_lam != 0 and np.all(np.isfinite(g_loc))
     assert d.batch_shape == (3,)
 
@@ -71,7 +71,10 @@ def test_numpyro_errors_match_torch():
     with pytest.raises(ValueError, match="sum to 1"):
         pmn.log_linear_pool([ndist.Normal(0.0, 1.0), ndist.Normal(1.0, 1.0)], [0.5, 0.6])
     with pytest.raises(ValueError, match="total_count"):
-        pmn.log_linear_pool([ndist.BinomialProbs(0.5, total_count=3), ndist.BinomialProbs(0.5, total_count=4)], [0.5, 0.5])
+        pmn.log_linear_pool(
+            [ndist.BinomialProbs(0.5, total_count=3), ndist.BinomialProbs(0.5, total_count=4)],
+            [0.5, 0.5],
+        )
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         pmn.pool_pairs(ndist.Normal(jnp.zeros(3), 1.0), 1.5, jnp.array([1, 2, 0]))
     with pytest.raises(ValueError, match="batch of size 1"):
@@ -94,10 +97,21 @@ def _numpyro_wrapped_cases():
     aff = ndist.transforms.AffineTransform(1.0, 2.0)
     return {
         "independent": ([a.to_event(1), b.to_event(1)], None),
-        "expanded": ([ndist.Gamma(2.0, 1.0).expand([3]), ndist.Gamma(jnp.array([3.0, 1.5, 2.5]), 2.0)], None),
-        "masked": ([ndist.Normal(jnp.zeros(3), 1.0).mask(m1), ndist.Normal(jnp.ones(3), 2.0).mask(m2)], m1 & m2),
-        "transformed": ([ndist.TransformedDistribution(ndist.Normal(jnp.zeros(3), 1.0), [aff]),
-                         ndist.TransformedDistribution(ndist.Normal(jnp.ones(3), 3.0), [aff])], None),
+        "expanded": (
+            [ndist.Gamma(2.0, 1.0).expand([3]), ndist.Gamma(jnp.array([3.0, 1.5, 2.5]), 2.0)],
+            None,
+        ),
+        "masked": (
+            [ndist.Normal(jnp.zeros(3), 1.0).mask(m1), ndist.Normal(jnp.ones(3), 2.0).mask(m2)],
+            m1 & m2,
+        ),
+        "transformed": (
+            [
+                ndist.TransformedDistribution(ndist.Normal(jnp.zeros(3), 1.0), [aff]),
+                ndist.TransformedDistribution(ndist.Normal(jnp.ones(3), 3.0), [aff]),
+            ],
+            None,
+        ),
     }
 
 
@@ -109,7 +123,9 @@ def test_wrappers_defining_identity_numpyro(case):
     plain = [d.base_dist for d in dists] if mask is not None else dists
     core = pooled.base_dist if mask is not None else pooled
     y = jnp.concatenate([d.sample(jax.random.PRNGKey(i), (5,)) for i, d in enumerate(plain)])
-    diff = np.asarray(core.log_prob(y) - (w[0] * plain[0].log_prob(y) + w[1] * plain[1].log_prob(y)))
+    diff = np.asarray(
+        core.log_prob(y) - (w[0] * plain[0].log_prob(y) + w[1] * plain[1].log_prob(y))
+    )
     diff = diff.reshape(len(y), -1)
     assert np.isfinite(diff).all() and np.ptp(diff, axis=0).max() < 1e-4
     assert pooled.batch_shape == dists[1].batch_shape and pooled.event_shape == dists[0].event_shape

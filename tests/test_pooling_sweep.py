@@ -19,7 +19,8 @@ import numpyro.distributions as nd
 import pyro.distributions as pd
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import pyro_mixup
 import pyro_mixup.numpyro as pmn
@@ -27,7 +28,9 @@ from pyro_mixup.core.families import ALL_FAMILIES
 
 SWEEP_EXAMPLES = 4
 AGREE_EXAMPLES = 3
-SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None)
+SETTINGS = dict(
+    deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None
+)
 TORCH_ONLY = {"OneHotCategorical", "ContinuousBernoulli"}
 FAMILIES = sorted(f.name for f in ALL_FAMILIES) + ["LowRankMultivariateNormal"]
 B, D = 3, 3  # batch size (per-example weights), event size
@@ -51,11 +54,16 @@ def _params(name, rng, shared):
         return dict(scale=_lu(rng, -6, 6, sh))
     if name == "MultivariateNormal":
         diag = _lu(rng, -3, 3, (B, D))
-        tril = np.tril(rng.normal(size=(B, D, D)), -1) * diag[:, None, :] + diag[:, :, None] * np.eye(D)
+        tril = np.tril(rng.normal(size=(B, D, D)), -1) * diag[:, None, :] + diag[
+            :, :, None
+        ] * np.eye(D)
         return dict(loc=rng.normal(size=(B, D)) * diag, scale_tril=tril)
     if name == "LowRankMultivariateNormal":
-        return dict(loc=rng.normal(size=(B, D)), cov_factor=rng.normal(size=(B, D, 2)) * _lu(rng, -2, 2, (B, 1, 1)),
-                    cov_diag=_lu(rng, -2, 1, (B, D)))
+        return dict(
+            loc=rng.normal(size=(B, D)),
+            cov_factor=rng.normal(size=(B, D, 2)) * _lu(rng, -2, 2, (B, 1, 1)),
+            cov_diag=_lu(rng, -2, 1, (B, D)),
+        )
     if name in ("Bernoulli", "Binomial", "Geometric", "NegativeBinomial"):
         p = dict(logits=rng.uniform(-100, 100, sh))
         if name in ("Binomial", "NegativeBinomial"):
@@ -89,7 +97,11 @@ def _params(name, rng, shared):
 
 
 def _shared_fixed(name, rng):
-    return {"Binomial": 10.0, "Multinomial": 5.0, "NegativeBinomial": float(_lu(rng, -1, 2, ()))}.get(name)
+    return {
+        "Binomial": 10.0,
+        "Multinomial": 5.0,
+        "NegativeBinomial": float(_lu(rng, -1, 2, ())),
+    }.get(name)
 
 
 def _make(backend, name, params, dtype):
@@ -142,7 +154,9 @@ def _points(name, dists, backend, dtype):
         samples = []
         for i, d in enumerate(dists):
             s = d.sample((2,)) if backend == "torch" else d.sample(jax.random.PRNGKey(i), (2,))
-            samples.append(np.asarray(s.detach().numpy() if backend == "torch" else s, dtype=np.float64))
+            samples.append(
+                np.asarray(s.detach().numpy() if backend == "torch" else s, dtype=np.float64)
+            )
         return np.concatenate(samples)
     ys = np.asarray(ys, dtype=np.float64)
     if name == "Categorical":
@@ -159,11 +173,17 @@ def _as_backend(backend, y, dtype):
 
 
 def _np(x):
-    return x.detach().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
+    return (
+        x.detach().double().numpy()
+        if isinstance(x, torch.Tensor)
+        else np.asarray(x, dtype=np.float64)
+    )
 
 
 def _square_root_form(backend, d):
-    return (pd if backend == "torch" else nd).MultivariateNormal(d.loc, scale_tril=d.scale_tril, validate_args=False)
+    return (pd if backend == "torch" else nd).MultivariateNormal(
+        d.loc, scale_tril=d.scale_tril, validate_args=False
+    )
 
 
 OUR_REFUSALS = ("non-finite", "needs finite", "not a valid")
@@ -178,7 +198,11 @@ def _check_identity(backend, dtype, name, seed, k, regime):
         dists = [_make(backend, name, p, dtype) for p in params]
     except ValueError:
         return "unrepresentable"  # NumPyro's NegativeBinomialLogits past logits 88 in float32 (its Gamma rate is 0)
-    as_w = (lambda x: torch.as_tensor(x.astype(dtype))) if backend == "torch" else (lambda x: jnp.asarray(x.astype(dtype)))
+    as_w = (
+        (lambda x: torch.as_tensor(x.astype(dtype)))
+        if backend == "torch"
+        else (lambda x: jnp.asarray(x.astype(dtype)))
+    )
     weights = [as_w(wk if wk.shape[0] == B else wk[0]) for wk in w]
     pool = pyro_mixup.log_linear_pool if backend == "torch" else pmn.log_linear_pool
     try:
@@ -192,7 +216,9 @@ def _check_identity(backend, dtype, name, seed, k, regime):
     lhs = _np(pooled.log_prob(y))  # (n_points, B)
     # a LowRankMultivariateNormal scores itself by Woodbury, 0.3 nats off in float32 when its
     # low-rank part dominates; its square-root form is the accurate reference
-    scorers = [_square_root_form(backend, d) if name == "LowRankMultivariateNormal" else d for d in dists]
+    scorers = [
+        _square_root_form(backend, d) if name == "LowRankMultivariateNormal" else d for d in dists
+    ]
     terms = np.stack([_np(d.log_prob(y)) for d in scorers])  # (k, n_points, B)
     wb = np.broadcast_to(w[:, None, :], terms.shape)
     live = wb > 0
@@ -208,20 +234,33 @@ def _check_identity(backend, dtype, name, seed, k, regime):
         if ok.sum() < 2:
             continue
         diff = lhs[ok, b] - rhs[ok, b]
-        size = 1.0 + np.abs(lhs[ok, b]).max() + np.abs(wb[:, ok, b] * np.where(live[:, ok, b], terms[:, ok, b], 0)).sum(0).max()
+        size = (
+            1.0
+            + np.abs(lhs[ok, b]).max()
+            + np.abs(wb[:, ok, b] * np.where(live[:, ok, b], terms[:, ok, b], 0)).sum(0).max()
+        )
         tol = (2e3 if dtype == "float32" else 1e4) * eps * size
         assert np.ptp(diff) <= tol, (name, backend, dtype, np.ptp(diff), tol, diff)
         checked += 1
     return "checked" if checked else "vacuous"
 
 
-CASES = [(b, dt, n) for b in ("torch", "jax") for dt in ("float32", "float64") for n in FAMILIES
-         if not (b == "jax" and n in TORCH_ONLY)]
+CASES = [
+    (b, dt, n)
+    for b in ("torch", "jax")
+    for dt in ("float32", "float64")
+    for n in FAMILIES
+    if not (b == "jax" and n in TORCH_ONLY)
+]
 
 
 @pytest.mark.parametrize("backend,dtype,name", CASES, ids=["-".join(c) for c in CASES])
 @settings(max_examples=SWEEP_EXAMPLES, **SETTINGS)
-@given(seed=st.integers(0, 2**31 - 1), k=st.integers(2, 5), regime=st.sampled_from(["random", "one-hot", "zeros", "per-example"]))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    k=st.integers(2, 5),
+    regime=st.sampled_from(["random", "one-hot", "zeros", "per-example"]),
+)
 def test_identity_or_refusal(backend, dtype, name, seed, k, regime):
     if backend == "jax" and dtype == "float64":
         with jax.enable_x64(True):
@@ -235,7 +274,11 @@ AGREE = [n for n in FAMILIES if n not in TORCH_ONLY]
 
 @pytest.mark.parametrize("name", AGREE)
 @settings(max_examples=AGREE_EXAMPLES, **SETTINGS)
-@given(seed=st.integers(0, 2**31 - 1), k=st.integers(2, 5), regime=st.sampled_from(["random", "one-hot", "zeros", "per-example"]))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    k=st.integers(2, 5),
+    regime=st.sampled_from(["random", "one-hot", "zeros", "per-example"]),
+)
 def test_torch_and_jax_agree(name, seed, k, regime):
     rng = np.random.default_rng(seed)
     shared = _shared_fixed(name, rng)
@@ -259,4 +302,6 @@ def test_torch_and_jax_agree(name, seed, k, regime):
         lp_t = _np(pooled["torch"].log_prob(_as_backend("torch", y, "float64")))
         lp_j = _np(pooled["jax"].log_prob(_as_backend("jax", y, "float64")))
     both = np.isfinite(lp_t) | np.isfinite(lp_j)
-    np.testing.assert_allclose(lp_j[both], lp_t[both], rtol=1e-6, atol=1e-6 * (1 + np.abs(lp_t[both]).max()))
+    np.testing.assert_allclose(
+        lp_j[both], lp_t[both], rtol=1e-6, atol=1e-6 * (1 + np.abs(lp_t[both]).max())
+    )

@@ -56,12 +56,18 @@ def test_numpyro_beta_sampler_matches_jax_beta():
         ref = np.asarray(random.beta(random.key(2), a, a, (40_000,)))
         assert st.ks_2samp(ours, ref).pvalue > 1e-3, a
         # the tails, on the log scale
-        assert st.ks_2samp(np.log(np.minimum(ours, 1 - ours) + 1e-30),
-                           np.log(np.minimum(ref, 1 - ref) + 1e-30)).pvalue > 1e-3, a
+        assert (
+            st.ks_2samp(
+                np.log(np.minimum(ours, 1 - ours) + 1e-30), np.log(np.minimum(ref, 1 - ref) + 1e-30)
+            ).pvalue
+            > 1e-3
+        ), a
 
 
 def test_hash_stream_permutations_are_uniform():
-    perms = np.asarray(jax.vmap(lambda k: HashStream(k).permutation(5))(random.split(random.key(0), 12_000)))
+    perms = np.asarray(
+        jax.vmap(lambda k: HashStream(k).permutation(5))(random.split(random.key(0), 12_000))
+    )
     assert all(sorted(p) == list(range(5)) for p in perms[:200])
     counts = np.unique(perms @ (5 ** np.arange(5)), return_counts=True)[1]
     assert len(counts) == 120 and st.chisquare(counts).pvalue > 1e-3  # all 120, equally often

@@ -16,7 +16,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from pyro_mixup.cli import main
 from pyro_mixup.experiments import train_pyro as T
 from pyro_mixup.experiments.data import Split
-from pyro_mixup.experiments.methods import METHOD_NAMES, METHODS
+from pyro_mixup.experiments.methods import METHODS
 from pyro_mixup.experiments.metrics import gaussian_nll
 from pyro_mixup.experiments.nets_pyro import MLP, model_of
 
@@ -32,7 +32,23 @@ def _one_thread():
 
 def test_demo_tiny(tmp_path, capsys):
     out = str(tmp_path / "demo")
-    assert main(["demo", "--runs", "2", "--epochs", "5", "--methods", "erm,m-probmix", "--out", out, "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--runs",
+                "2",
+                "--epochs",
+                "5",
+                "--methods",
+                "erm,m-probmix",
+                "--out",
+                out,
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "OOD NLL" in text and "| m-probmix |" in text
     res = json.load(open(os.path.join(out, "toy_regression.json")))
@@ -47,27 +63,59 @@ def test_demo_tiny(tmp_path, capsys):
 
 def test_paper_protocol_tiny(tmp_path, capsys):
     out = str(tmp_path / "paper")
-    argv = ["bench", "toy-regression", "--protocol", "paper", "--runs", "2", "--epochs", "8", "--alphas", "0,0.5",
-            "--betas", "0,0.01", "--methods", "erm,probmix,m-probmix", "--test-draws", "20", "--val-draws", "5",
-            "--out", out, "--quiet"]
+    argv = [
+        "bench",
+        "toy-regression",
+        "--protocol",
+        "paper",
+        "--runs",
+        "2",
+        "--epochs",
+        "8",
+        "--alphas",
+        "0,0.5",
+        "--betas",
+        "0,0.01",
+        "--methods",
+        "erm,probmix,m-probmix",
+        "--test-draws",
+        "20",
+        "--val-draws",
+        "5",
+        "--out",
+        out,
+        "--quiet",
+    ]
     assert main(argv) == 0
     text = capsys.readouterr().out
-    assert "Chosen on validation NLL" in text and "The paper's Table 5" in text and "| 0.5 |" in text
+    assert (
+        "Chosen on validation NLL" in text and "The paper's Table 5" in text and "| 0.5 |" in text
+    )
     res = json.load(open(os.path.join(out, "toy_paper.json")))
     recs = res["records"]
     # ERM once (beta does nothing without mixing); the mixing methods at every alpha and beta, 2 runs each
     assert len(recs) == 2 + 2 * 2 * 2 * 2
     assert {(r["alpha"], r["beta"]) for r in recs if r["method"] == "erm"} == {(0.0, 0.0)}
     for r in recs:
-        assert all(np.isfinite(r[k]) for k in ("val_nll", "id_nll", "ood_nll", "ood_nll_raw", "ood_mse_raw"))
+        assert all(
+            np.isfinite(r[k])
+            for k in ("val_nll", "id_nll", "ood_nll", "ood_nll_raw", "ood_mse_raw")
+        )
         assert 1 <= r["best_epoch"] <= 8
-        assert r["ood_nll_raw"] - r["ood_nll"] == pytest.approx(r["id_nll_raw"] - r["id_nll"])  # log std(y)
+        assert r["ood_nll_raw"] - r["ood_nll"] == pytest.approx(
+            r["id_nll_raw"] - r["id_nll"]
+        )  # log std(y)
         if r["method"] == "m-probmix":
             assert (r["predictive"], r["predictive_draws"]) == ("marginal", 20)
-            assert len(r["embed_scale"]) >= 2 and r["embed_scale"][0] == pytest.approx(0.05, abs=0.01)
+            assert len(r["embed_scale"]) >= 2 and r["embed_scale"][0] == pytest.approx(
+                0.05, abs=0.01
+            )
             assert "ood_nll_mean_embedding" in r
         else:
-            assert (r["predictive"], r["predictive_draws"]) == ("mean", 1) and "embed_scale" not in r
+            assert (r["predictive"], r["predictive_draws"]) == (
+                "mean",
+                1,
+            ) and "embed_scale" not in r
     assert set(res["chosen"]) == {"erm", "probmix", "m-probmix"}
     assert res["settings"]["runs"] == 2 and res["settings"]["batch_size"] == "full"
     assert os.path.getsize(os.path.join(out, "toy_paper.png")) > 1000
@@ -76,16 +124,50 @@ def test_paper_protocol_tiny(tmp_path, capsys):
 
 def test_toy_classification_tiny(tmp_path, capsys):
     out = str(tmp_path / "rings")
-    assert main(["bench", "toy-classification", "--runs", "1", "--epochs", "5", "--methods", "erm,probmix,mix,m-probmix",
-                 "--out", out, "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "toy-classification",
+                "--runs",
+                "1",
+                "--epochs",
+                "5",
+                "--methods",
+                "erm,probmix,mix,m-probmix",
+                "--out",
+                out,
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     res = json.load(open(os.path.join(out, "toy_classification.json")))
     assert [r["method"] for r in res["records"]] == ["erm", "probmix", "mix", "m-probmix"]
     assert all(0 <= r["accuracy"] <= 1 and r["nll"] > 0 for r in res["records"])
-    assert res["settings"]["predictive"] == "marginal"  # M-ProbMix: class probabilities mixed over embedding draws
+    assert (
+        res["settings"]["predictive"] == "marginal"
+    )  # M-ProbMix: class probabilities mixed over embedding draws
     assert os.path.getsize(os.path.join(out, "toy_classification.png")) > 1000
     # C-Mixup pairs by a kernel on a continuous label: refused for classes, with the reason
-    assert main(["bench", "toy-classification", "--runs", "1", "--epochs", "1", "--methods", "cmixup-probmix",
-                 "--out", out, "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "bench",
+                "toy-classification",
+                "--runs",
+                "1",
+                "--epochs",
+                "1",
+                "--methods",
+                "cmixup-probmix",
+                "--out",
+                out,
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "continuous label" in capsys.readouterr().err
 
 
@@ -93,7 +175,9 @@ def test_marginal_class_probabilities_sum_to_one_and_need_the_draws():
     from pyro_mixup.experiments.data import rings_data
 
     d = rings_data(0)
-    net, _ = T.fit_net("m-probmix", *d["train"], classification=True, n_classes=3, hidden=(16, 8), epochs=20)
+    net, _ = T.fit_net(
+        "m-probmix", *d["train"], classification=True, n_classes=3, hidden=(16, 8), epochs=20
+    )
     x = d["test"][0][:6]
     marginal, mean = T.predict_proba(net, x, draws=300), T.predict_proba(net, x, predictive="mean")
     np.testing.assert_allclose(marginal.sum(1), 1.0, atol=1e-5)
@@ -133,18 +217,28 @@ class _Counts:
         return self.model(x, y)
 
 
-@pytest.mark.parametrize("method, batch_size, per_epoch, size", [
-    ("erm", None, 1, 70),  # full batch: one step
-    ("probmix", 16, 70 // 16, 16),  # shuffled minibatches, the ragged last one dropped
-    ("m-mix", 100, 1, 70),  # a batch larger than the data is the full batch
-    ("lock-probmix", 16, 70 // 16, 16),  # a partner table: 8 anchors + their 8 partners per batch
-])
+@pytest.mark.parametrize(
+    "method, batch_size, per_epoch, size",
+    [
+        ("erm", None, 1, 70),  # full batch: one step
+        ("probmix", 16, 70 // 16, 16),  # shuffled minibatches, the ragged last one dropped
+        ("m-mix", 100, 1, 70),  # a batch larger than the data is the full batch
+        (
+            "lock-probmix",
+            16,
+            70 // 16,
+            16,
+        ),  # a partner table: 8 anchors + their 8 partners per batch
+    ],
+)
 def test_the_trainer_honours_the_batch_size(method, batch_size, per_epoch, size):
     x, y = _toy(70)
     net = MLP(2, (8,), 2, embedding=False)
     counts = _Counts(net)
     try:
-        losses = T.fit(counts, None, x, y, method=method, epochs=3, lr=0.01, batch_size=batch_size, seed=0)
+        losses = T.fit(
+            counts, None, x, y, method=method, epochs=3, lr=0.01, batch_size=batch_size, seed=0
+        )
     finally:
         counts.handle.remove()
     assert counts.sizes == [size] * (3 * per_epoch)
@@ -154,7 +248,9 @@ def test_the_trainer_honours_the_batch_size(method, batch_size, per_epoch, size)
 def test_a_partner_table_needs_an_even_batch():
     x, y = _toy(40)
     with pytest.raises(ValueError, match="even"):
-        T.fit(model_of(MLP(2, (4,), 2)), None, x, y, method="cmixup-probmix", epochs=1, batch_size=15)
+        T.fit(
+            model_of(MLP(2, (4,), 2)), None, x, y, method="cmixup-probmix", epochs=1, batch_size=15
+        )
     with pytest.raises(ValueError, match="batch_size"):
         T.fit(model_of(MLP(2, (4,), 2)), None, x, y, method="erm", epochs=1, batch_size=-1)
 
@@ -167,7 +263,9 @@ def test_the_loss_is_per_example_at_every_batch_size():
     mu, sigma = T.predict_regression(net, x)
     nll = float(gaussian_nll(mu, sigma, y))
     for batch_size in (None, 10, 35):
-        losses = T.fit(model_of(net), None, x, y, method="erm", epochs=2, lr=0.0, batch_size=batch_size)
+        losses = T.fit(
+            model_of(net), None, x, y, method="erm", epochs=2, lr=0.0, batch_size=batch_size
+        )
         np.testing.assert_allclose(losses, nll, rtol=1e-5)
 
 
@@ -193,16 +291,32 @@ def test_every_step_of_the_trainer_goes_through_the_clip():
     for clip, moves in ((0.0, False), (T.CLIP_NORM, True)):
         net = MLP(2, (8,), 2, embedding=True)
         before = {k: v.clone() for k, v in net.state_dict().items()}
-        T.fit(model_of(net), None, x, y, method="m-probmix", epochs=3, batch_size=16, clip_norm=clip)
+        T.fit(
+            model_of(net), None, x, y, method="m-probmix", epochs=3, batch_size=16, clip_norm=clip
+        )
         changed = [not torch.equal(before[k], v) for k, v in net.state_dict().items()]
         assert all(changed) if moves else not any(changed)
 
 
 def _split(n_fit=96, n_val=32, n_test=32):
-    (x, y), (xv, yv), (xt, yt) = (_toy(n, seed) for n, seed in ((n_fit, 1), (n_val, 2), (n_test, 3)))
+    (x, y), (xv, yv), (xt, yt) = (
+        _toy(n, seed) for n, seed in ((n_fit, 1), (n_val, 2), (n_test, 3))
+    )
     f = np.float32
-    return Split("toy", 0, x.astype(f), y.astype(f), xv.astype(f), yv.astype(f), xt.astype(f), yt.astype(f),
-                 np.zeros(2), np.ones(2), 10.0, 2.0)
+    return Split(
+        "toy",
+        0,
+        x.astype(f),
+        y.astype(f),
+        xv.astype(f),
+        yv.astype(f),
+        xt.astype(f),
+        yt.astype(f),
+        np.zeros(2),
+        np.ones(2),
+        10.0,
+        2.0,
+    )
 
 
 def test_run_split_scores_the_best_validation_epoch():

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import os
 
-from ..experiments.data import DATA_ENV, RawSplit, default_data_dir, load_dataset, raw_split, standardisation
+from ..experiments.data import (
+    DATA_ENV,
+    RawSplit,
+    default_data_dir,
+    load_dataset,
+    raw_split,
+    standardisation,
+)
 
 #: A split's training and test rows in original units (``dataset, split, x_train, y_train, x_test, y_test``).
 Split = RawSplit
 
-__all__ = ["DATA_ENV", "Split", "default_data_dir", "n_splits", "load_split", "standardisation"]
+__all__ = ["DATA_ENV", "Split", "default_data_dir", "load_split", "n_splits", "standardisation"]
 
 
 def n_splits(data_dir, dataset: str) -> int:

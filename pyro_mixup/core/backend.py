@@ -15,7 +15,8 @@ checking only. Nothing here imports torch or jax.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, Optional, Protocol, Tuple
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from .families import FAMILY_BY_CLASS_NAME, Family
 
@@ -33,12 +34,12 @@ class PoolingBackend:
     name = "?"
     ops: Any = None
 
-    def __init__(self, classes: Dict[type, Tuple[Family, Callable]], wrappers: Dict[type, str]):
+    def __init__(self, classes: dict[type, tuple[Family, Callable]], wrappers: dict[type, str]):
         self._table = dict(classes)
         self._wrappers = dict(wrappers)
 
     # --- the class table -------------------------------------------------------
-    def register(self, cls: type, family_name: str, constructor: Optional[Callable] = None) -> None:
+    def register(self, cls: type, family_name: str, constructor: Callable | None = None) -> None:
         """Declare that instances of ``cls`` belong to ``family_name`` and are
         rebuilt with ``constructor`` (default ``cls``) from its parameters."""
         try:
@@ -49,7 +50,7 @@ class PoolingBackend:
             ) from None
         self._table[cls] = (family, constructor or cls)
 
-    def lookup(self, d) -> Optional[Family]:
+    def lookup(self, d) -> Family | None:
         entry = self._table.get(type(d))
         return None if entry is None else entry[0]
 
@@ -57,7 +58,7 @@ class PoolingBackend:
         return sorted({f.name for f, _ in self._table.values()})
 
     #: keyword arguments of every constructor call (torch: no validation of pooled parameters)
-    build_kwargs: Dict[str, Any] = {}
+    build_kwargs: dict[str, Any] = {}
 
     def construct(self, like, family: Family, kwargs: dict):
         """``like``'s result class built from ``kwargs``."""
@@ -121,8 +122,8 @@ class RandomSource(Protocol):
     """
 
     def begin(self) -> None: ...
-    def beta(self, alpha: float, n: Optional[int]) -> Any: ...
-    def ones(self, n: Optional[int]) -> Any: ...
+    def beta(self, alpha: float, n: int | None) -> Any: ...
+    def ones(self, n: int | None) -> Any: ...
     def permutation(self, n: int) -> Any: ...
     def shift(self, n: int) -> Any: ...
     def from_table(self, table, n: int) -> Any: ...
@@ -139,20 +140,28 @@ class Effects(Protocol):
     plate_example: str
 
     def random_source(self, options) -> RandomSource: ...
-    def frames(self, msg) -> list: ...  # plates a site is in (name, dim, size), particle plates excluded
+    def frames(
+        self, msg
+    ) -> list: ...  # plates a site is in (name, dim, size), particle plates excluded
     def plate_depth(self, msg) -> int: ...  # how many batch dims the enclosing plates (all) span
     def size(self, n) -> int: ...
     def carries_likelihood(self, msg) -> bool: ...  # not deterministic / factor / masked out
-    def split_mask(self, msg) -> Tuple[Any, Any]: ...  # (unmasked fn, batch mask or None)
+    def split_mask(self, msg) -> tuple[Any, Any]: ...  # (unmasked fn, batch mask or None)
     def remask(self, fn, mask) -> Any: ...
     def conditioned_inside(self, messenger, msg) -> bool: ...
-    def replayed_infer(self, messenger, name: str) -> Optional[dict]: ...
+    def replayed_infer(self, messenger, name: str) -> dict | None: ...
     def in_mcmc(self) -> bool: ...
-    def runs_as_guide(self, messenger) -> bool: ...  # an inference routine runs the wrapped fn as its guide
-    def inference_conditions(self) -> bool: ...  # the library's own inference observes latents (MCMC, Predictive)
+    def runs_as_guide(
+        self, messenger
+    ) -> bool: ...  # an inference routine runs the wrapped fn as its guide
+    def inference_conditions(
+        self,
+    ) -> bool: ...  # the library's own inference observes latents (MCMC, Predictive)
     def enumerated(self, msg) -> bool: ...  # a latent whose value the ELBO / MCMC enumerates
     def staging(self) -> bool: ...  # inside a compiled trace (torch.jit, jax.jit)
-    def rsample(self, msg, dist, index: int) -> Any: ...  # draw number index of an embed layer's distribution
+    def rsample(
+        self, msg, dist, index: int
+    ) -> Any: ...  # draw number index of an embed layer's distribution
     def is_real_support(self, support) -> bool: ...
     def paired_target(self, base, lam, partner, dim, mask) -> Any: ...
     def soft_label_target(self, base, lam, partner, dim, beta, kind, mask) -> Any: ...

@@ -3,8 +3,6 @@ backend adds its name for ``at=`` sites and a runnable example)."""
 
 from __future__ import annotations
 
-from typing import Optional
-
 from .options import handler_signature, options_doc
 
 PROBMIX = """ProbMix (and, with ``at=``, M-ProbMix) as a {library} effect handler.
@@ -46,17 +44,34 @@ AT = {
 }
 
 
-def handler_doc(kind: str, *, library: str, embed: str, mixable: str, example: str, rng_key: Optional[str]) -> str:
+def handler_doc(
+    kind: str, *, library: str, embed: str, mixable: str, example: str, rng_key: str | None
+) -> str:
     template = PROBMIX if kind == "probmix" else MIXUP
     options = options_doc(at=AT[kind], rng_key=rng_key)
-    return template.format(library=library, embed=embed, mixable=mixable, options=options, example=example.strip("\n"))
+    return template.format(
+        library=library, embed=embed, mixable=mixable, options=options, example=example.strip("\n")
+    )
 
 
-def dress(handler, kind: str, *, module: str, library: str, embed: str, mixable: str, example: str,
-          rng_key: Optional[str]):
+def dress(
+    handler,
+    kind: str,
+    *,
+    module: str,
+    library: str,
+    embed: str,
+    mixable: str,
+    example: str,
+    rng_key: str | None,
+):
     """Name, docstring and signature of a backend's functional handler."""
     handler.__name__ = handler.__qualname__ = kind
     handler.__module__ = module
-    handler.__doc__ = handler_doc(kind, library=library, embed=embed, mixable=mixable, example=example, rng_key=rng_key)
-    handler.__signature__ = handler_signature(required_at=kind == "mixup", with_rng_key=rng_key is not None)
+    handler.__doc__ = handler_doc(
+        kind, library=library, embed=embed, mixable=mixable, example=example, rng_key=rng_key
+    )
+    handler.__signature__ = handler_signature(
+        required_at=kind == "mixup", with_rng_key=rng_key is not None
+    )
     return handler

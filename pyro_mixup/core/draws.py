@@ -12,7 +12,7 @@ against the batch.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from .options import MixOptions
 from .pairing import Partner, PartnerTable
@@ -34,7 +34,7 @@ class Draws:
         core refuses MCMC there).
     """
 
-    def __init__(self, options: MixOptions, source, on_random: Optional[Callable[[], None]] = None):
+    def __init__(self, options: MixOptions, source, on_random: Callable[[], None] | None = None):
         self.options = options
         self.source = source
         self._on_random = on_random
@@ -79,7 +79,7 @@ class Draws:
                 # is exact and draws nothing (so MCMC on it is well defined)
                 partner = Partner(n, shift=0)
             elif opts.perm is not None:
-                length = tuple(opts.arrays.shape(opts.perm))[0]
+                length = next(iter(opts.arrays.shape(opts.perm)))
                 if length != n:
                     raise ValueError(f"perm has length {length} but the batch has {n} examples")
                 if opts.perm_shift is not None:

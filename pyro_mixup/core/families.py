@@ -24,8 +24,9 @@ backends share these formulas instead of keeping copies that drift.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Tuple
+from typing import Any
 
 Array = Any
 
@@ -69,16 +70,16 @@ class Family:
     """
 
     name: str
-    params: Tuple[str, ...]
-    param_event_dims: Tuple[int, ...]
-    to_natural: Callable[..., Tuple[Array, ...]]
-    natural_event_dims: Tuple[int, ...]
-    from_natural: Callable[..., Dict[str, Array]]
-    fixed: Tuple[str, ...] = ()
+    params: tuple[str, ...]
+    param_event_dims: tuple[int, ...]
+    to_natural: Callable[..., tuple[Array, ...]]
+    natural_event_dims: tuple[int, ...]
+    from_natural: Callable[..., dict[str, Array]]
+    fixed: tuple[str, ...] = ()
     convex_support: bool = True
     label_kind: str | None = None
-    pool: Callable[..., Dict[str, Array]] | None = None
-    infinite_ok: Tuple[str, ...] = ()
+    pool: Callable[..., dict[str, Array]] | None = None
+    infinite_ok: tuple[str, ...] = ()
     infinite_naturals: bool = False
 
     @property
@@ -115,7 +116,8 @@ def _log_weighted_sum_exp(ops, terms):
         shift = candidate if shift is None else ops.maximum(shift, candidate)
     shift = ops.where(ops.isfinite(shift), shift, 0.0)  # all dropped, or an infinite magnitude
     total = masked_weighted_sum(
-        ops, [(w, ops.exp(ops.where(alive, s, shift) - shift)) for alive, (w, s) in zip(live, terms)]
+        ops,
+        [(w, ops.exp(ops.where(alive, s, shift) - shift)) for alive, (w, s) in zip(live, terms)],
     )
     return ops.log(total) + shift
 
@@ -193,7 +195,9 @@ def _mvn_pool(ops, loc_terms, tril_terms):
     ref_loc, ref_tril = _select(ops, loc_refs, locs), _select(ops, tril_refs, trils)
     eye = ops.eye_like(ref_tril)
     blocks, shifts = [], []
-    for w_vec, w_mat, loc_ref, tril_ref, loc, tril in zip(loc_weights, tril_weights, loc_refs, tril_refs, locs, trils):
+    for w_vec, w_mat, loc_ref, tril_ref, loc, tril in zip(
+        loc_weights, tril_weights, loc_refs, tril_refs, locs, trils
+    ):
         whitened = ops.where(tril_ref, eye, ops.solve_tril(tril, ref_tril))
         shift = ops.where(loc_ref, 0.0, ops.solve_tril(tril, (loc - ref_loc)[..., None])[..., 0])
         blocks.append(_sqrt_weight(ops, w_mat) * whitened)
@@ -250,7 +254,10 @@ def _log_softplus(ops, x):
 def _log_magnitude_pool(sign):
     def pool(ops, logit_terms):
         log_magnitudes = [(w, _log_softplus(ops, sign * logits)) for w, logits in logit_terms]
-        return {"logits": sign * _inverse_softplus_of_exp(ops, _log_weighted_sum_exp(ops, log_magnitudes))}
+        return {
+            "logits": sign
+            * _inverse_softplus_of_exp(ops, _log_weighted_sum_exp(ops, log_magnitudes))
+        }
 
     return pool
 
@@ -281,10 +288,16 @@ MULTIVARIATE_NORMAL = Family(
     None,
     pool=_mvn_pool,  # the pool is parameterised by its scale_tril
 )
-_LOGITS = dict(convex_support=False, infinite_ok=("logits",), infinite_naturals=True)  # logits of probabilities 0 and 1
+_LOGITS = dict(
+    convex_support=False, infinite_ok=("logits",), infinite_naturals=True
+)  # logits of probabilities 0 and 1
 BERNOULLI = _identity_family("Bernoulli", ("logits",), label_kind="bernoulli", **_LOGITS)
-CATEGORICAL = _identity_family("Categorical", ("logits",), (1,), label_kind="categorical", **_LOGITS)
-ONE_HOT_CATEGORICAL = _identity_family("OneHotCategorical", ("logits",), (1,), label_kind="one_hot", **_LOGITS)
+CATEGORICAL = _identity_family(
+    "Categorical", ("logits",), (1,), label_kind="categorical", **_LOGITS
+)
+ONE_HOT_CATEGORICAL = _identity_family(
+    "OneHotCategorical", ("logits",), (1,), label_kind="one_hot", **_LOGITS
+)
 CONTINUOUS_BERNOULLI = _identity_family("ContinuousBernoulli", ("logits",))
 BINOMIAL = _identity_family("Binomial", ("logits",), fixed=("total_count",), **_LOGITS)
 MULTINOMIAL = _identity_family("Multinomial", ("logits",), (1,), fixed=("total_count",), **_LOGITS)
@@ -298,10 +311,19 @@ POISSON = Family(
     convex_support=False,
     infinite_naturals=True,  # log of a rate 0
 )
-GEOMETRIC = Family("Geometric", ("logits",), (0,), None, (), None, pool=_log_magnitude_pool(1.0), **_LOGITS)
+GEOMETRIC = Family(
+    "Geometric", ("logits",), (0,), None, (), None, pool=_log_magnitude_pool(1.0), **_LOGITS
+)
 NEGATIVE_BINOMIAL = Family(
-    "NegativeBinomial", ("logits",), (0,), None, (), None,
-    pool=_log_magnitude_pool(-1.0), fixed=("total_count",), **_LOGITS,
+    "NegativeBinomial",
+    ("logits",),
+    (0,),
+    None,
+    (),
+    None,
+    pool=_log_magnitude_pool(-1.0),
+    fixed=("total_count",),
+    **_LOGITS,
 )
 EXPONENTIAL = _identity_family("Exponential", ("rate",))
 GAMMA = _identity_family("Gamma", ("concentration", "rate"))

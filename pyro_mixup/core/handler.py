@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import sys
-from typing import Tuple
 
 from . import pooling
 from .draws import Draws
@@ -33,7 +32,11 @@ _LEAF_TARGETS = {}
 
 #: Plates the libraries add around a whole model (vectorised ELBO particles,
 #: Pyro's vectorised Predictive): never a plate over examples.
-PARTICLE_PLATES = ("num_particles_vectorized", "_num_particles_vectorized", "_num_predictive_samples")
+PARTICLE_PLATES = (
+    "num_particles_vectorized",
+    "_num_particles_vectorized",
+    "_num_predictive_samples",
+)
 
 
 def called_from(*module_prefixes: str) -> bool:
@@ -48,7 +51,7 @@ def called_from(*module_prefixes: str) -> bool:
     return False
 
 
-def runs_as_guide(messenger, module_prefixes: Tuple[str, ...]) -> bool:
+def runs_as_guide(messenger, module_prefixes: tuple[str, ...]) -> bool:
     """Whether an inference routine of these modules (an ELBO, SVI, Predictive) is
     running the function that ``messenger`` wraps as its guide: its ``guide``
     (or ``self.guide``) is that function, possibly under other wrappers."""
@@ -76,7 +79,7 @@ def _wrapped_by(fn, messenger, depth: int = 8) -> bool:
 class _DrawsRecord:
     """What a fused latent site leaves in its trace node: whose draws they were."""
 
-    __slots__ = ("draws", "options", "entry", "name", "replayed_by_model")
+    __slots__ = ("draws", "entry", "name", "options", "replayed_by_model")
 
     def __init__(self, draws: Draws, options: MixOptions, entry: int, name: str):
         self.draws = draws
@@ -89,8 +92,19 @@ class _DrawsRecord:
 class _Entry:
     """The state of one entry of a handler (fresh every time it is entered)."""
 
-    __slots__ = ("messenger", "draws", "seen_at", "seen_sites", "treated", "conditioned", "staged", "seen_any", "id",
-                 "latent", "enumerated")
+    __slots__ = (
+        "conditioned",
+        "draws",
+        "enumerated",
+        "id",
+        "latent",
+        "messenger",
+        "seen_any",
+        "seen_at",
+        "seen_sites",
+        "staged",
+        "treated",
+    )
 
     def __init__(self, messenger, staged: bool):
         self.messenger = messenger
@@ -221,7 +235,9 @@ class MixingCore:
         entry.latent.add(name)
         if self.kind == "probmix" and name == self.options.at:
             if msg["infer"].get("enumerate"):
-                raise ValueError(f"at={name!r} names an enumerated discrete site; fuse at a continuous site")
+                raise ValueError(
+                    f"at={name!r} names an enumerated discrete site; fuse at a continuous site"
+                )
             entry.seen_at = True
             self._fuse_latent(entry, msg)
 
@@ -278,7 +294,9 @@ class MixingCore:
         batch_shape = shape[: len(shape) - event_dim]
         dim = pooling.normalise_dim(dim if frame is None else frame.dim, batch_shape)
         axis = dim - event_dim
-        n = self._example_count(frame, batch_shape[dim], f"mixable {msg['name']!r} (shape {shape}) dim {axis}")
+        n = self._example_count(
+            frame, batch_shape[dim], f"mixable {msg['name']!r} (shape {shape}) dim {axis}"
+        )
         draws = self._draws()
         mixed = mix_values(self.backend, tensor, draws.lam(n, tensor), draws.partner(n), axis, 0.0)
         msg["args"] = (mixed,) + tuple(msg["args"][1:])
@@ -398,14 +416,18 @@ class MixingCore:
         frame = self._pair_frame(msg, explicit_dim)
         batch_shape = tuple(dist.batch_shape)
         dim = pooling.normalise_dim(explicit_dim if frame is None else frame.dim, batch_shape)
-        n = self._example_count(frame, batch_shape[dim], f"the batch dim {dim} of {msg['name']!r}'s distribution")
+        n = self._example_count(
+            frame, batch_shape[dim], f"the batch dim {dim} of {msg['name']!r}'s distribution"
+        )
         return dim, n, self._draws()
 
     def _fuse(self, msg, dist, explicit_dim):
         backend = self.backend
         dim, n, draws = self._pairs_of(msg, dist, explicit_dim)
         like = backend.first_param(pooling.decompose(backend, dist))
-        return pooling.pool_pairs(backend, dist, draws.lam(n, like), draws.partner(n), dim, validate=False)
+        return pooling.pool_pairs(
+            backend, dist, draws.lam(n, like), draws.partner(n), dim, validate=False
+        )
 
     def _fuse_linear(self, msg, dist, explicit_dim):
         """A draw from the ``lam``-mixture of each example's embedding density and
@@ -417,8 +439,11 @@ class MixingCore:
         axis = dim - len(tuple(dist.event_shape))
         lam = draws.lam(n, own)
         keep = self.source.uniform(n, own) < lam
-        return backend.ops.where(along(backend, keep, axis), own,
-                                 pooling.take_partner(backend, other, draws.partner(n), axis))
+        return backend.ops.where(
+            along(backend, keep, axis),
+            own,
+            pooling.take_partner(backend, other, draws.partner(n), axis),
+        )
 
     def _fuse_latent(self, entry: _Entry, msg) -> None:
         name = msg["name"]
@@ -503,7 +528,9 @@ class MixingCore:
     def _resolve(self, name, family, fn):
         support = fn.support
         real = self.effects.is_real_support(support)
-        return resolve_target(name, family, support.is_discrete, real, self.options.target, self.options.beta)
+        return resolve_target(
+            name, family, support.is_discrete, real, self.options.target, self.options.beta
+        )
 
     def _score(self, msg, frames, pool: bool) -> None:
         """Replace an observed site's likelihood by its mixup target (pooled first if asked)."""
@@ -512,7 +539,9 @@ class MixingCore:
         dim, n = frame.dim, effects.size(frame.size)
         fn, mask = effects.split_mask(msg)
         family, target = self._target_for(msg["name"], fn)
-        if self._entry.enumerated and (pool or target == "expected" or (family is not None and family.classification)):
+        if self._entry.enumerated and (
+            pool or target == "expected" or (family is not None and family.classification)
+        ):
             self._refuse_pairing_under_enumeration(msg["name"])
         draws = self._draws()
         partner, lam = draws.partner(n), draws.lam(n, msg["value"])
@@ -521,10 +550,16 @@ class MixingCore:
         if target == "expected":
             msg["fn"] = effects.paired_target(fn, lam, partner, dim, mask)
         elif family is not None and family.classification:
-            msg["fn"] = effects.soft_label_target(fn, lam, partner, dim, self.options.beta, family.label_kind, mask)
+            msg["fn"] = effects.soft_label_target(
+                fn, lam, partner, dim, self.options.beta, family.label_kind, mask
+            )
         else:
             axis = dim - len(fn.event_shape)
-            msg["value"] = mix_values(backend, msg["value"], lam, partner, axis, self.options.beta, draws.noise)
+            msg["value"] = mix_values(
+                backend, msg["value"], lam, partner, axis, self.options.beta, draws.noise
+            )
             if mask is not None:
-                fn = effects.remask(fn, backend.logical_and(mask, pooling.take_partner(backend, mask, partner, dim)))
+                fn = effects.remask(
+                    fn, backend.logical_and(mask, pooling.take_partner(backend, mask, partner, dim))
+                )
             msg["fn"] = fn

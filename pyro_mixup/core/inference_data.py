@@ -34,14 +34,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
-    "SiteLayout",
     "ModelSites",
+    "SiteLayout",
     "TestRuns",
-    "latent_draws",
-    "build_groups",
-    "sample_stats_dataset",
-    "make_container",
     "arviz_major",
+    "build_groups",
+    "latent_draws",
+    "make_container",
+    "sample_stats_dataset",
 ]
 
 # The group names, in ArviZ's order.
@@ -85,7 +85,9 @@ def flatten_chains(grouped) -> tuple:
     """``({site: array[chain * draw, ...]}, chains)`` from an MCMC's ``get_samples(group_by_chain=True)``
     (Pyro's and NumPyro's MCMC share that API)."""
     if not isinstance(grouped, dict) or not grouped:
-        raise ValueError("the MCMC object has no samples of model sites: run it on a model (mcmc.run(...)) first")
+        raise ValueError(
+            "the MCMC object has no samples of model sites: run it on a model (mcmc.run(...)) first"
+        )
     chains = int(next(iter(grouped.values())).shape[0])
     return {k: v.reshape((-1,) + tuple(v.shape[2:])) for k, v in grouped.items()}, chains
 
@@ -101,7 +103,9 @@ def latent_draws(samples: dict, sites: ModelSites) -> dict:
     refused: either would leave a latent drawn from its prior without a word.
     """
     if not sites.latent:
-        raise ValueError("the model has no latent sites when run on the test data: there is no posterior to draw from")
+        raise ValueError(
+            "the model has no latent sites when run on the test data: there is no posterior to draw from"
+        )
     known = set(sites.latent) | set(sites.deterministic) | set(sites.observed)
     unknown = sorted(k for k in samples if k not in known)
     if unknown:
@@ -170,7 +174,11 @@ def fit_latent_shapes(draws: dict, test_shapes: dict) -> dict:
                 "make it a global latent"
             )
         value = draws[name]
-        out[name] = value if draw_shape == value_shape else value.reshape((np.shape(value)[0],) + value_shape)
+        out[name] = (
+            value
+            if draw_shape == value_shape
+            else value.reshape((np.shape(value)[0],) + value_shape)
+        )
     return out
 
 
@@ -190,7 +198,9 @@ def site_dims(name, shape, layout: SiteLayout, user_dims: dict, batch_ndim=None)
     if name in user_dims:
         dims = list(user_dims[name])
         if len(dims) != len(shape):
-            raise ValueError(f"dims[{name!r}] has {len(dims)} names for a value of shape {tuple(shape)}")
+            raise ValueError(
+                f"dims[{name!r}] has {len(dims)} names for a value of shape {tuple(shape)}"
+            )
         return dims
     n_batch = layout.batch_ndim if batch_ndim is None else batch_ndim
     by_dim = {dim: plate for plate, dim in layout.plates}
@@ -207,7 +217,9 @@ def site_dims(name, shape, layout: SiteLayout, user_dims: dict, batch_ndim=None)
 # ----------------------------------------------------------------------------- groups
 
 
-def build_groups(runs: TestRuns, *, chains: int, coords=None, dims=None, attrs=None, sample_stats=None) -> dict:
+def build_groups(
+    runs: TestRuns, *, chains: int, coords=None, dims=None, attrs=None, sample_stats=None
+) -> dict:
     """``{group: xarray.Dataset}`` from ``runs`` (draws split into ``chains`` equal chains)."""
     import xarray as xr
 
@@ -225,11 +237,18 @@ def build_groups(runs: TestRuns, *, chains: int, coords=None, dims=None, attrs=N
 
     groups = {
         "posterior": xr.Dataset({k: by_chain(k, v) for k, v in runs.posterior.items()}),
-        "posterior_predictive": xr.Dataset({k: by_chain(k, v) for k, v in runs.posterior_predictive.items()}),
+        "posterior_predictive": xr.Dataset(
+            {k: by_chain(k, v) for k, v in runs.posterior_predictive.items()}
+        ),
         # every dim of a log-density is a batch dim: one value per observation
-        "log_likelihood": xr.Dataset({k: by_chain(k, v, np.ndim(v) - 1) for k, v in runs.log_likelihood.items()}),
+        "log_likelihood": xr.Dataset(
+            {k: by_chain(k, v, np.ndim(v) - 1) for k, v in runs.log_likelihood.items()}
+        ),
         "observed_data": xr.Dataset(
-            {k: xr.DataArray(v, dims=site_dims(k, np.shape(v), runs.layouts[k], dims)) for k, v in runs.observed_data.items()}
+            {
+                k: xr.DataArray(v, dims=site_dims(k, np.shape(v), runs.layouts[k], dims))
+                for k, v in runs.observed_data.items()
+            }
         ),
     }
     if sample_stats:
@@ -255,12 +274,18 @@ def sample_stats_dataset(stats: dict, chains: int, draws: int):
             raise ValueError(
                 f"sample_stats[{name!r}] has shape {value.shape}, not (chains, draws, ...) = ({chains}, {draws}, ...)"
             )
-        variables[name] = xr.DataArray(value, dims=["chain", "draw"] + [f"{name}_dim_{k}" for k in range(value.ndim - 2)])
+        variables[name] = xr.DataArray(
+            value, dims=["chain", "draw"] + [f"{name}_dim_{k}" for k in range(value.ndim - 2)]
+        )
     return xr.Dataset(variables)
 
 
 def _num_draws(runs: TestRuns) -> int:
-    sizes = {np.shape(v)[0] for d in (runs.posterior, runs.log_likelihood, runs.posterior_predictive) for v in d.values()}
+    sizes = {
+        np.shape(v)[0]
+        for d in (runs.posterior, runs.log_likelihood, runs.posterior_predictive)
+        for v in d.values()
+    }
     if len(sizes) != 1:
         raise ValueError(f"the groups disagree on the number of draws: {sorted(sizes)}")
     return sizes.pop()
@@ -268,7 +293,12 @@ def _num_draws(runs: TestRuns) -> int:
 
 def _with_coords(ds, coords):
     """Integer coordinates for every dim, or the user's ``coords``."""
-    return ds.assign_coords({dim: np.asarray(coords[dim]) if dim in coords else np.arange(size) for dim, size in ds.sizes.items()})
+    return ds.assign_coords(
+        {
+            dim: np.asarray(coords[dim]) if dim in coords else np.arange(size)
+            for dim, size in ds.sizes.items()
+        }
+    )
 
 
 # ----------------------------------------------------------------------------- container

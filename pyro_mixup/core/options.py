@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any, FrozenSet, Optional
+from typing import Any
 
 import numpy as np
 
@@ -30,10 +30,10 @@ OPTION_DOCS = {
     "sites": ":param sites: names of the observed sites to treat (default: every observed site with a likelihood).",
     "plate": ":param str plate: the plate over examples (default: the one plate a site is in).",
     "target": (
-        ":param str target: ``\"mixed\"`` (score at ``lam*y_i + (1-lam)*y_j``) or ``\"expected\"``\n"
-        "    (``lam*log p(y_i) + (1-lam)*log p(y_j)``); default per family: \"mixed\" for\n"
-        "    continuous families with convex support, \"expected\" for counts, classes and\n"
-        "    angles. For class labels \"mixed\" scores the log-linear pool of\n"
+        ':param str target: ``"mixed"`` (score at ``lam*y_i + (1-lam)*y_j``) or ``"expected"``\n'
+        '    (``lam*log p(y_i) + (1-lam)*log p(y_j)``); default per family: "mixed" for\n'
+        '    continuous families with convex support, "expected" for counts, classes and\n'
+        '    angles. For class labels "mixed" scores the log-linear pool of\n'
         "    ``beta``-smoothed labels (the paper's choice)."
     ),
     "beta": (
@@ -42,13 +42,13 @@ OPTION_DOCS = {
     ),
     "per_example": ":param bool per_example: one ``lam`` per example instead of one per batch.",
     "pairing": (
-        ":param pairing: ``\"permutation\"`` (a uniform random permutation, default),\n"
-        "    ``\"shift\"`` (a random cyclic shift: the same pair marginals, cheaper), or a\n"
+        ':param pairing: ``"permutation"`` (a uniform random permutation, default),\n'
+        '    ``"shift"`` (a random cyclic shift: the same pair marginals, cheaper), or a\n'
         "    :class:`~pyro_mixup.pairing.PartnerTable` (LocK, C-Mixup)."
     ),
     "pooling": (
         ":param str pooling: how ``probmix(at=...)`` fuses a pair's embedding densities:\n"
-        "    ``\"log-linear\"`` (the paper's pool, default) or ``\"linear\"`` (``z`` drawn from\n"
+        '    ``"log-linear"`` (the paper\'s pool, default) or ``"linear"`` (``z`` drawn from\n'
         "    the ``lam``-mixture of the two densities; the paper's ablation). At embed layers only."
     ),
     "rng_key": ":param rng_key: {rng_key}",
@@ -58,12 +58,16 @@ OPTION_DOCS = {
 def _number(name: str, value, minimum: float = 0.0) -> float:
     """A finite float >= minimum from a Python, NumPy, torch or JAX scalar."""
     shape = getattr(value, "shape", None)
-    if isinstance(value, bool) or not (isinstance(value, (int, float)) or (shape is not None and tuple(shape) == ())):
+    if isinstance(value, bool) or not (
+        isinstance(value, (int, float)) or (shape is not None and tuple(shape) == ())
+    ):
         raise ValueError(f"{name} must be a number >= {minimum:g}; got {value!r}")
     try:
         out = float(value)
     except Exception as e:  # a traced JAX value: options are fixed when the handler is made
-        raise ValueError(f"{name} must be a concrete number, not a traced value; got {value!r}") from e
+        raise ValueError(
+            f"{name} must be a concrete number, not a traced value; got {value!r}"
+        ) from e
     if not math.isfinite(out) or out < minimum:
         raise ValueError(f"{name} must be a finite number >= {minimum:g}; got {value!r}")
     return out
@@ -75,7 +79,7 @@ def _flag(name: str, value) -> bool:
     raise ValueError(f"{name} must be True or False; got {value!r}")
 
 
-def _name(name: str, value) -> Optional[str]:
+def _name(name: str, value) -> str | None:
     if value is None or isinstance(value, str):
         return value
     raise ValueError(f"{name} must be a site or plate name (a string) or None; got {value!r}")
@@ -93,10 +97,10 @@ class MixOptions:
     alpha: float = 1.0
     lam: Any = None
     perm: Any = None
-    at: Optional[str] = None
-    sites: Optional[FrozenSet[str]] = None
-    plate: Optional[str] = None
-    target: Optional[str] = None
+    at: str | None = None
+    sites: frozenset[str] | None = None
+    plate: str | None = None
+    target: str | None = None
     beta: float = 0.0
     per_example: bool = False
     pairing: Any = "permutation"
@@ -105,7 +109,7 @@ class MixOptions:
     arrays: Any = field(default=None, compare=False, repr=False)
     #: ``perm`` as a cyclic shift when it is one (found on a concrete ``perm``):
     #: a partner by shift is a roll, far cheaper than a gather and its scatter-add gradient.
-    perm_shift: Optional[int] = field(default=None, init=False, compare=False, repr=False)
+    perm_shift: int | None = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self):
         put = object.__setattr__.__get__(self)
@@ -115,7 +119,9 @@ class MixOptions:
         put("at", _name("at", self.at))
         put("plate", _name("plate", self.plate))
         if self.target is not None and self.target not in TARGETS:
-            raise ValueError(f"target must be one of {TARGETS} or None (per-family default); got {self.target!r}")
+            raise ValueError(
+                f"target must be one of {TARGETS} or None (per-family default); got {self.target!r}"
+            )
         if self.sites is not None:
             if isinstance(self.sites, str) or not all(isinstance(s, str) for s in self.sites):
                 raise ValueError(f"sites must be a list of site names; got {self.sites!r}")
@@ -128,7 +134,9 @@ class MixOptions:
                     f"pairing must be one of {PAIRINGS} or a pyro_mixup.pairing.PartnerTable; got {self.pairing!r}"
                 )
         elif not isinstance(self.pairing, PartnerTable):
-            raise ValueError(f"pairing must be one of {PAIRINGS} or a PartnerTable; got {self.pairing!r}")
+            raise ValueError(
+                f"pairing must be one of {PAIRINGS} or a PartnerTable; got {self.pairing!r}"
+            )
         elif self.perm is not None:
             raise ValueError("give either perm= or a pairing table, not both")
         self.arrays.check_rng_key(self.rng_key)
@@ -138,9 +146,11 @@ class MixOptions:
             put("perm", self._fixed_perm(self.perm))
         lam_n = self._length(self.lam)
         if self.perm is not None and lam_n is not None and lam_n != self._length(self.perm):
-            raise ValueError(f"lam has {lam_n} values but perm has length {self._length(self.perm)}")
+            raise ValueError(
+                f"lam has {lam_n} values but perm has length {self._length(self.perm)}"
+            )
 
-    def _length(self, array) -> Optional[int]:
+    def _length(self, array) -> int | None:
         shape = () if array is None else tuple(self.arrays.shape(array))
         return shape[0] if shape else None
 
@@ -148,7 +158,9 @@ class MixOptions:
         lam = self.arrays.weight_array(lam)
         shape = tuple(self.arrays.shape(lam))
         if len(shape) > 1:
-            raise ValueError(f"lam must be a scalar or have one value per example; got shape {shape}")
+            raise ValueError(
+                f"lam must be a scalar or have one value per example; got shape {shape}"
+            )
         concrete = self.arrays.to_numpy(lam)
         if concrete is not None:
             values = np.asarray(concrete, dtype=np.float64)
@@ -172,7 +184,7 @@ class MixOptions:
                 object.__setattr__(self, "perm_shift", int(steps[0]))
         return perm
 
-    def same_draws(self, other: "MixOptions") -> bool:
+    def same_draws(self, other: MixOptions) -> bool:
         """Whether two handlers draw from the same distribution (so one may
         reuse the other's draw): equal options that shape the draws."""
 
@@ -185,7 +197,8 @@ class MixOptions:
             return x is not None and y is not None and np.array_equal(x, y)
 
         return (
-            (self.alpha, self.per_example, self.beta) == (other.alpha, other.per_example, other.beta)
+            (self.alpha, self.per_example, self.beta)
+            == (other.alpha, other.per_example, other.beta)
             and (self.pairing is other.pairing or self.pairing == other.pairing)
             and same(self.lam, other.lam)
             and same(self.perm, other.perm)
@@ -207,7 +220,7 @@ def handler_signature(*, required_at: bool, with_rng_key: bool) -> inspect.Signa
     return inspect.Signature(params)
 
 
-def options_doc(*, at: str, rng_key: Optional[str]) -> str:
+def options_doc(*, at: str, rng_key: str | None) -> str:
     """The ``:param ...:`` lines of a functional handler's docstring."""
     lines = [":param fn: the model (or step function) to wrap; omit for ``with handler(...):``."]
     for name, text in OPTION_DOCS.items():

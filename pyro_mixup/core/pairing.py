@@ -20,8 +20,8 @@ matching ``perm`` to give the handler.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -35,7 +35,7 @@ class Partner:
     small CPU step. Backends apply it with :func:`pyro_mixup.core.pooling.take_partner`.
     """
 
-    __slots__ = ("n", "index", "shift")
+    __slots__ = ("index", "n", "shift")
 
     def __init__(self, n: int, index=None, shift=None):
         if (index is None) == (shift is None):
@@ -60,7 +60,7 @@ class PartnerTable:
     means uniform). Validated on construction."""
 
     candidates: np.ndarray  # (n, m) int64
-    probs: Optional[np.ndarray] = None  # (n, m) float, rows sum to 1
+    probs: np.ndarray | None = None  # (n, m) float, rows sum to 1
 
     def __post_init__(self):
         cand = np.asarray(self.candidates)
@@ -77,7 +77,9 @@ class PartnerTable:
         bad = (cand < 0) | (cand >= n)
         if bad.any():
             row = int(np.argwhere(bad)[0][0])
-            raise _table_error(f"candidates must lie in 0..{n - 1}, the table's rows", row, cand[row].tolist())
+            raise _table_error(
+                f"candidates must lie in 0..{n - 1}, the table's rows", row, cand[row].tolist()
+            )
         self.candidates = cand.astype(np.int64)
         if self.probs is not None:
             probs = np.asarray(self.probs, dtype=np.float64)
@@ -88,7 +90,10 @@ class PartnerTable:
             for what, bad in (
                 ("probabilities must be finite", ~np.isfinite(probs).all(1)),
                 ("probabilities must be >= 0", (probs < 0).any(1)),
-                ("each row of probabilities must sum to 1 (tolerance 1e-6)", np.abs(probs.sum(1) - 1) > 1e-6),
+                (
+                    "each row of probabilities must sum to 1 (tolerance 1e-6)",
+                    np.abs(probs.sum(1) - 1) > 1e-6,
+                ),
             ):
                 if bad.any():
                     row = int(np.argmax(bad))
@@ -110,8 +115,8 @@ class PartnerTable:
         return self.candidates[np.arange(n), cols]
 
     def batches(
-        self, batch_size: int, *, seed: Optional[int] = None, drop_last: bool = False
-    ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        self, batch_size: int, *, seed: int | None = None, drop_last: bool = False
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """One epoch of minibatches that carry their partners.
 
         Each batch holds ``batch_size // 2`` anchors (a random split of the
@@ -129,7 +134,9 @@ class PartnerTable:
             anchors = order[start : start + half]
             if len(anchors) < half and drop_last:
                 return
-            partners = self.sample(rng)[anchors] if self.probs is None else self._sample_rows(anchors, rng)
+            partners = (
+                self.sample(rng)[anchors] if self.probs is None else self._sample_rows(anchors, rng)
+            )
             k = len(anchors)
             indices = np.concatenate([anchors, partners])
             perm = np.concatenate([np.arange(k, 2 * k), np.arange(k)])
@@ -141,7 +148,7 @@ class PartnerTable:
         return self.candidates[rows, np.minimum(cols, probs.shape[1] - 1)]
 
 
-def _nearest(points: np.ndarray, k: int, chunk: int = 1024) -> Tuple[np.ndarray, np.ndarray]:
+def _nearest(points: np.ndarray, k: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Indices and squared distances of the k nearest other rows (chunked, O(n k) memory)."""
     n = points.shape[0]
     sq = (points**2).sum(1)

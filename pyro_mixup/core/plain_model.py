@@ -17,7 +17,13 @@ Example::
 
 from __future__ import annotations
 
-__all__ = ["HandlerLeakError", "LEAK_MESSAGE", "is_mixing_handler", "refuse_active_handlers", "unwrap"]
+__all__ = [
+    "LEAK_MESSAGE",
+    "HandlerLeakError",
+    "is_mixing_handler",
+    "refuse_active_handlers",
+    "unwrap",
+]
 
 # The modules whose messengers mix (a Pyro and a NumPyro one).
 _MIXING_HANDLER_MODULES = ("pyro_mixup.pyro.handlers", "pyro_mixup.numpyro.handlers")
@@ -51,6 +57,8 @@ def refuse_active_handlers(stack) -> None:
 def unwrap(model):
     """Strip outer pyro_mixup handler wrappers (``probmix(model)``, ``mixup(model)``,
     Pyro or NumPyro) and return the plain model. Other handlers are kept."""
-    while is_mixing_handler(getattr(model, "mixup_handler", model)) and callable(getattr(model, "__wrapped__", None)):
+    while is_mixing_handler(getattr(model, "mixup_handler", model)) and callable(
+        getattr(model, "__wrapped__", None)
+    ):
         model = model.__wrapped__
     return model

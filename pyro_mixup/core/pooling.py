@@ -14,8 +14,9 @@ torch or jax.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, List, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,7 @@ class Node:
 
     kind: str  # "leaf", "independent", "expanded", "masked", "transformed"
     dist: Any
-    child: "Node | None" = None
+    child: Node | None = None
     family: Family | None = None
     info: Any = None  # reinterpreted dims, mask or transforms
 
@@ -121,7 +122,7 @@ def _same_structure(backend, nodes: Sequence[Node]) -> None:
         _same_structure(backend, [n.child for n in nodes])
 
 
-def _broadcast_shapes(*shapes) -> Tuple[int, ...]:
+def _broadcast_shapes(*shapes) -> tuple[int, ...]:
     try:
         return tuple(np.broadcast_shapes(*[tuple(s) for s in shapes]))
     except ValueError as e:
@@ -158,7 +159,7 @@ class _Combiner:
         raise NotImplementedError
 
 
-def _pool_node(backend, nodes: List[Node], batch_shape, combiner: _Combiner):
+def _pool_node(backend, nodes: list[Node], batch_shape, combiner: _Combiner):
     """Pool a list of structurally equal nodes; ``batch_shape`` is the batch
     shape the pooled node must have."""
     nodes = [_strip_expanded(n) for n in nodes]
@@ -167,11 +168,13 @@ def _pool_node(backend, nodes: List[Node], batch_shape, combiner: _Combiner):
         return _pool_leaf(backend, nodes, batch_shape, combiner)
     if first.kind == "masked":
         # Each input's mask broadcast to this level; the pool is observed where all are.
-        masks = [backend.broadcast_to(backend.as_bool(n.info, like=n.dist), batch_shape) for n in nodes]
+        masks = [
+            backend.broadcast_to(backend.as_bool(n.info, like=n.dist), batch_shape) for n in nodes
+        ]
         child = _pool_node(backend, [n.child for n in nodes], batch_shape, combiner)
         return backend.masked(child, combiner.combine_masks(masks, batch_shape), like=first.dist)
     child_suffix = _broadcast_shapes(
-        *[tuple(n.child.dist.batch_shape)[len(n.dist.batch_shape):] for n in nodes]
+        *[tuple(n.child.dist.batch_shape)[len(n.dist.batch_shape) :] for n in nodes]
     )
     child = _pool_node(
         backend, [n.child for n in nodes], tuple(batch_shape) + child_suffix, combiner
@@ -183,7 +186,7 @@ def _pool_node(backend, nodes: List[Node], batch_shape, combiner: _Combiner):
     raise AssertionError(first.kind)
 
 
-def _pool_leaf(backend, nodes: List[Node], batch_shape, combiner: _Combiner):
+def _pool_leaf(backend, nodes: list[Node], batch_shape, combiner: _Combiner):
     family = nodes[0].family
     ops = backend.ops
     raw = [[backend.param(n.dist, name) for name in family.params] for n in nodes]
@@ -191,18 +194,29 @@ def _pool_leaf(backend, nodes: List[Node], batch_shape, combiner: _Combiner):
         _check_event_sizes(backend, nodes, raw)
         _check_finite_params(backend, nodes, raw, combiner)
     params = [
-        [_broadcast_param(backend, p, batch_shape, rank) for p, rank in zip(member, family.param_event_dims)]
+        [
+            _broadcast_param(backend, p, batch_shape, rank)
+            for p, rank in zip(member, family.param_event_dims)
+        ]
         for member in raw
     ]
     if family.pool is not None:
         by_param = zip(*params)
-        kwargs = family.pool(ops, *[combiner.terms(list(ps), rank) for ps, rank in zip(by_param, family.param_event_dims)])
+        kwargs = family.pool(
+            ops,
+            *[
+                combiner.terms(list(ps), rank)
+                for ps, rank in zip(by_param, family.param_event_dims)
+            ],
+        )
     else:
         naturals_per_input = [family.to_natural(ops, *member) for member in params]
         if family.infinite_naturals and not combiner.careful:
             # the handlers' path cannot refuse on values: clipped, 0 * -inf is 0, not NaN, and
             # +inf with -inf pools as the limit of large finite logits (public calls refuse it)
-            naturals_per_input = [[ops.clip_to_finite(eta) for eta in nat] for nat in naturals_per_input]
+            naturals_per_input = [
+                [ops.clip_to_finite(eta) for eta in nat] for nat in naturals_per_input
+            ]
         pooled = [
             combiner.combine([nat[i] for nat in naturals_per_input], rank)
             for i, rank in enumerate(family.natural_event_dims)
@@ -227,7 +241,7 @@ def _pool_leaf(backend, nodes: List[Node], batch_shape, combiner: _Combiner):
 
 def _broadcast_param(backend, p, batch_shape, rank):
     shape = backend.shape(p)
-    event = shape[len(shape) - rank:] if rank else ()
+    event = shape[len(shape) - rank :] if rank else ()
     return backend.broadcast_to(p, tuple(batch_shape) + tuple(event))
 
 
@@ -324,9 +338,13 @@ def _check_weights(backend, weights, k: int):
     if any(c is None for c in concrete):
         return  # traced values (inside jax.jit): cannot be checked here
     try:
-        stacked = np.stack(np.broadcast_arrays(*[np.asarray(c, dtype=np.float64) for c in concrete]))
+        stacked = np.stack(
+            np.broadcast_arrays(*[np.asarray(c, dtype=np.float64) for c in concrete])
+        )
     except ValueError as e:
-        raise ValueError(f"the weights have shapes that do not broadcast: {[np.shape(c) for c in concrete]}") from e
+        raise ValueError(
+            f"the weights have shapes that do not broadcast: {[np.shape(c) for c in concrete]}"
+        ) from e
     if not np.all(np.isfinite(stacked)):
         raise ValueError("weights must be finite numbers; got NaN or inf")
     if np.any(stacked < -WEIGHT_TOL) or np.any(stacked > 1 + WEIGHT_TOL):
@@ -486,14 +504,21 @@ class _PairSum(_Combiner):
         concrete = self.backend.to_numpy(v)
         if concrete is None or np.ndim(concrete) == 0:
             return
-        full = np.broadcast_to(concrete, tuple(batch_shape)[len(batch_shape) - np.ndim(concrete):] if np.ndim(concrete) <= len(batch_shape) else np.shape(concrete))
+        full = np.broadcast_to(
+            concrete,
+            tuple(batch_shape)[len(batch_shape) - np.ndim(concrete) :]
+            if np.ndim(concrete) <= len(batch_shape)
+            else np.shape(concrete),
+        )
         axis = self.dim - (len(batch_shape) - self.batch_ndim)
         if -axis > full.ndim:
             return  # constant along the pairing dim
         partner = _partner_numpy(self.backend, self.partner)
         if partner is None:
             return
-        if full.shape[axis] != 1 and not _equal_within_rounding(full, np.take(full, partner, axis=axis)):
+        if full.shape[axis] != 1 and not _equal_within_rounding(
+            full, np.take(full, partner, axis=axis)
+        ):
             raise ValueError(
                 f"pool_pairs needs equal {name} within every pair (it is not pooled); "
                 f"pair elements with the same {name}, or use a family without it"
@@ -575,7 +600,7 @@ def _pair_leaf(backend, d, family, lam, partner, dim):
         p = backend.param(d, name)
         if rank:
             shape = backend.shape(p)
-            params.append(backend.broadcast_to(p, batch_shape + shape[len(shape) - rank:]))
+            params.append(backend.broadcast_to(p, batch_shape + shape[len(shape) - rank :]))
         else:
             params.append(backend.broadcast_to(p, batch_shape))
     lam = backend.as_weight(lam, params[0])

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 #: Draws of the embedding (and latents) per prediction. Measured by
 #: ``benchmarks/predictive_draws.py`` on the toy regression: in distribution the
@@ -40,7 +40,9 @@ def check_predictive_options(num_draws: Any, embedding: Any, site: Any) -> int:
             f"(z = the mean of q(z|x), the shortcut); got {embedding!r}"
         )
     if not isinstance(site, str):
-        raise TypeError(f"site must be the name of the model's observed sample site, a str; got {site!r}")
+        raise TypeError(
+            f"site must be the name of the model's observed sample site, a str; got {site!r}"
+        )
     return num_draws
 
 
@@ -75,7 +77,7 @@ class MarginalPredictive:
     draw_means: Any
     draw_variances: Any
     samples: Any
-    log_density: Optional[Any]
+    log_density: Any | None
     embedding: str
 
     @property

@@ -22,7 +22,9 @@ from .families import Family
 from .pooling import take_partner
 
 
-def resolve_target(site: str, family: Family | None, is_discrete: bool, real_support: bool, target, beta) -> str:
+def resolve_target(
+    site: str, family: Family | None, is_discrete: bool, real_support: bool, target, beta
+) -> str:
     """The target an observed site is scored on.
 
     Default: "mixed" (score at lam*y_i + (1-lam)*y_j) for continuous families
@@ -69,7 +71,9 @@ def mix_values(backend, value, lam, partner, axis: int, beta: float, noise=None)
     """``lam * v + (1 - lam) * v_partner`` along ``axis``, plus ``N(0, beta)``
     jitter from ``noise(like)`` when ``beta > 0``."""
     value = backend.ops.floating(value)
-    mixed = backend.lerp(take_partner(backend, value, partner, axis), value, along(backend, lam, axis))
+    mixed = backend.lerp(
+        take_partner(backend, value, partner, axis), value, along(backend, lam, axis)
+    )
     if beta > 0:
         mixed = mixed + math.sqrt(beta) * noise(mixed)
     return mixed
@@ -92,7 +96,9 @@ def paired_log_prob(backend, base, value, lam, partner, dim: int, mask=None):
     return backend.lerp(clip(lp_partner), clip(lp_self), along(backend, lam, dim))
 
 
-def soft_label_log_prob(backend, base, value, lam, partner, dim: int, beta: float, kind: str, mask=None):
+def soft_label_log_prob(
+    backend, base, value, lam, partner, dim: int, beta: float, kind: str, mask=None
+):
     """Cross-entropy of ``base`` against the log-linear pool of the pair's
     beta-smoothed labels. ``kind`` says how a value encodes its class
     ("categorical": an index, "one_hot": a one-hot vector, "bernoulli": 0/1)."""
@@ -118,7 +124,9 @@ def soft_label_log_prob(backend, base, value, lam, partner, dim: int, beta: floa
             one_hot = ops.cast_like(value, log_p)
     axis = dim - extra - 1  # the class dim is rightmost
     log_s = ops.log(one_hot + beta)
-    pooled = backend.lerp(take_partner(backend, log_s, partner, axis), log_s, along(backend, lam, axis))
+    pooled = backend.lerp(
+        take_partner(backend, log_s, partner, axis), log_s, along(backend, lam, axis)
+    )
     lp = ops.sum_rightmost(ops.softmax(pooled) * log_p, 1 + extra)
     if mask is not None:
         both = backend.logical_and(mask, take_partner(backend, mask, partner, dim))
@@ -135,7 +143,9 @@ def target_classes(shell, backend, module: str):
         """The expected target ``lam * log p_i(y_i) + (1 - lam) * log p_i(y_partner(i))``."""
 
         def log_prob(self, value):
-            return paired_log_prob(backend, self.base, value, self.lam, self.partner, self.dim, self.pair_mask)
+            return paired_log_prob(
+                backend, self.base, value, self.lam, self.partner, self.dim, self.pair_mask
+            )
 
     class SoftLabelTarget(shell):
         """Cross-entropy against the log-linear pool of the pair's beta-smoothed labels."""
@@ -148,7 +158,15 @@ def target_classes(shell, backend, module: str):
 
         def log_prob(self, value):
             return soft_label_log_prob(
-                backend, self.base, value, self.lam, self.partner, self.dim, self.beta, self.kind, self.pair_mask
+                backend,
+                self.base,
+                value,
+                self.lam,
+                self.partner,
+                self.dim,
+                self.beta,
+                self.kind,
+                self.pair_mask,
             )
 
     for cls in (PairedTarget, SoftLabelTarget):

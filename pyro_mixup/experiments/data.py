@@ -14,8 +14,9 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -35,8 +36,8 @@ class Dataset:
     path: str
     x: np.ndarray  # (n, d) float64
     y: np.ndarray  # (n,) float64
-    train_idx: List[np.ndarray]
-    test_idx: List[np.ndarray]
+    train_idx: list[np.ndarray]
+    test_idx: list[np.ndarray]
 
     @property
     def n_splits(self) -> int:
@@ -71,7 +72,7 @@ class Split:
 SHARED_DATA_DIR = os.path.join("..", "shared", "data", "uci")
 
 
-def default_data_dir() -> Optional[str]:
+def default_data_dir() -> str | None:
     """``$PYRO_MIXUP_UCI_DIR``, else ``../shared/data/uci`` if it exists, else None."""
     return os.environ.get(DATA_ENV) or (SHARED_DATA_DIR if os.path.isdir(SHARED_DATA_DIR) else None)
 
@@ -102,14 +103,16 @@ def standardisation(x: np.ndarray, y: np.ndarray):
     return x_loc, x_scale, float(y_loc), float(y_scale)
 
 
-def find_datasets(data_dir: str) -> List[str]:
+def find_datasets(data_dir: str) -> list[str]:
     """Names of the sub-folders of ``data_dir`` that hold a ``data.txt``, sorted."""
     if not data_dir or not os.path.isdir(data_dir):
         raise DataError(
             f"data folder {data_dir!r} does not exist; pass --data-dir pointing at a folder with one "
             f"sub-folder per dataset in the UCI split layout (or set {DATA_ENV})"
         )
-    names = sorted(n for n in os.listdir(data_dir) if os.path.isfile(os.path.join(data_dir, n, "data.txt")))
+    names = sorted(
+        n for n in os.listdir(data_dir) if os.path.isfile(os.path.join(data_dir, n, "data.txt"))
+    )
     if not names:
         raise DataError(
             f"no dataset in {data_dir!r}: expected sub-folders holding data.txt, index_features.txt, "
@@ -120,7 +123,7 @@ def find_datasets(data_dir: str) -> List[str]:
 
 def _read_matrix(path: str) -> np.ndarray:
     try:
-        rows = [line.split() for line in open(path) if line.strip()]
+        rows = [line.split() for line in Path(path).read_text().splitlines() if line.strip()]
     except OSError as e:
         raise DataError(f"cannot read {path}: {e}") from None
     if not rows:
@@ -136,7 +139,7 @@ def _read_matrix(path: str) -> np.ndarray:
 
 def _read_indices(path: str, upper: int, what: str) -> np.ndarray:
     try:
-        text = open(path).read().split()
+        text = Path(path).read_text().split()
     except OSError as e:
         raise DataError(f"cannot read {path}: {e}") from None
     try:
@@ -149,11 +152,13 @@ def _read_indices(path: str, upper: int, what: str) -> np.ndarray:
         raise DataError(f"{path}: {what} indices must be integers")
     idx = vals.astype(np.int64)
     if idx.min() < 0 or idx.max() >= upper:
-        raise DataError(f"{path}: {what} index out of range [0, {upper}) (0-based indices expected)")
+        raise DataError(
+            f"{path}: {what} index out of range [0, {upper}) (0-based indices expected)"
+        )
     return idx
 
 
-def load_dataset(path: str, name: Optional[str] = None) -> Dataset:
+def load_dataset(path: str, name: str | None = None) -> Dataset:
     """Read one dataset folder; raises :class:`DataError` with the reason when it is not in the layout."""
     name = name or os.path.basename(os.path.normpath(path))
     if not os.path.isdir(path):
@@ -172,7 +177,7 @@ def load_dataset(path: str, name: Optional[str] = None) -> Dataset:
     nfile = os.path.join(path, "n_splits.txt")
     if os.path.isfile(nfile):
         try:
-            n_splits = int(open(nfile).read().split()[0])
+            n_splits = int(Path(nfile).read_text().split()[0])
         except (ValueError, IndexError):
             raise DataError(f"{nfile}: expected the number of splits") from None
     else:
@@ -194,11 +199,11 @@ def load_dataset(path: str, name: Optional[str] = None) -> Dataset:
     return Dataset(name, path, data[:, feats], data[:, target[0]], train, test)
 
 
-def parse_splits(spec: Optional[str], n_splits: int) -> List[int]:
+def parse_splits(spec: str | None, n_splits: int) -> list[int]:
     """``None``/"all" -> every split; "0-19", "0,3,5", "0-2,7" -> those (checked against ``n_splits``)."""
     if spec is None or str(spec).strip().lower() in ("", "all"):
         return list(range(n_splits))
-    out: List[int] = []
+    out: list[int] = []
     for part in str(spec).split(","):
         part = part.strip()
         m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
@@ -213,7 +218,9 @@ def parse_splits(spec: Optional[str], n_splits: int) -> List[int]:
             raise ValueError(f"bad split list {spec!r}: use ranges and lists such as 0-19 or 0,3,5")
     bad = [k for k in out if k >= n_splits]
     if bad:
-        raise ValueError(f"split(s) {bad} out of range: the data has {n_splits} splits (0-{n_splits - 1})")
+        raise ValueError(
+            f"split(s) {bad} out of range: the data has {n_splits} splits (0-{n_splits - 1})"
+        )
     return sorted(dict.fromkeys(out))
 
 
@@ -234,7 +241,7 @@ def make_split(ds: Dataset, k: int, val_fraction: float = 0.2, seed: int = 0) ->
     train = ds.train_idx[k]
     rng = np.random.default_rng([seed, k])
     order = rng.permutation(len(train))
-    n_val = int(round(val_fraction * len(train)))
+    n_val = round(val_fraction * len(train))
     val, fit = train[order[:n_val]], train[order[n_val:]]
     xm, xs = standardiser(ds.x[fit])
     ym, ys = standardiser(ds.y[fit])
@@ -247,10 +254,26 @@ def make_split(ds: Dataset, k: int, val_fraction: float = 0.2, seed: int = 0) ->
         return ((ds.y[i] - ym) / ys).astype(np.float32)
 
     test = ds.test_idx[k]
-    return Split(ds.name, k, sx(fit), sy(fit), sx(val), sy(val), sx(test), sy(test), xm, xs, ym, ys, fit, val, test)
+    return Split(
+        ds.name,
+        k,
+        sx(fit),
+        sy(fit),
+        sx(val),
+        sy(val),
+        sx(test),
+        sy(test),
+        xm,
+        xs,
+        ym,
+        ys,
+        fit,
+        val,
+        test,
+    )
 
 
-def load_all(data_dir: str, names: Optional[Sequence[str]] = None) -> Dict[str, Dataset]:
+def load_all(data_dir: str, names: Sequence[str] | None = None) -> dict[str, Dataset]:
     found = find_datasets(data_dir)
     if names:
         unknown = [n for n in names if n not in found]
@@ -261,16 +284,30 @@ def load_all(data_dir: str, names: Optional[Sequence[str]] = None) -> Dict[str, 
     return {n: load_dataset(os.path.join(data_dir, n), n) for n in names}
 
 
-def write_dataset(folder: str, data: np.ndarray, features: Sequence[int], target: int,
-                  train: Sequence[Sequence[int]], test: Sequence[Sequence[int]]) -> str:
+def write_dataset(
+    folder: str,
+    data: np.ndarray,
+    features: Sequence[int],
+    target: int,
+    train: Sequence[Sequence[int]],
+    test: Sequence[Sequence[int]],
+) -> str:
     """Write a dataset in the UCI split layout (e.g. to benchmark your own data)."""
     os.makedirs(folder, exist_ok=True)
     np.savetxt(os.path.join(folder, "data.txt"), np.asarray(data, dtype=np.float64))
-    np.savetxt(os.path.join(folder, "index_features.txt"), np.asarray(features, dtype=np.int64), fmt="%d")
-    np.savetxt(os.path.join(folder, "index_target.txt"), np.asarray([target], dtype=np.int64), fmt="%d")
+    np.savetxt(
+        os.path.join(folder, "index_features.txt"), np.asarray(features, dtype=np.int64), fmt="%d"
+    )
+    np.savetxt(
+        os.path.join(folder, "index_target.txt"), np.asarray([target], dtype=np.int64), fmt="%d"
+    )
     for k, (a, b) in enumerate(zip(train, test)):
-        np.savetxt(os.path.join(folder, f"index_train_{k}.txt"), np.asarray(a, dtype=np.int64), fmt="%d")
-        np.savetxt(os.path.join(folder, f"index_test_{k}.txt"), np.asarray(b, dtype=np.int64), fmt="%d")
+        np.savetxt(
+            os.path.join(folder, f"index_train_{k}.txt"), np.asarray(a, dtype=np.int64), fmt="%d"
+        )
+        np.savetxt(
+            os.path.join(folder, f"index_test_{k}.txt"), np.asarray(b, dtype=np.int64), fmt="%d"
+        )
     with open(os.path.join(folder, "n_splits.txt"), "w") as f:
         f.write(f"{len(train)}\n")
     return folder
@@ -296,7 +333,9 @@ def rings_data(seed: int, n_train: int = 100, n_test: int = 1000, noise_var: flo
     def draw(n):
         k = rng.integers(0, 3, n)
         w = rng.uniform(0, 2 * math.pi, n)
-        x = radii[k, None] * np.stack([np.cos(w), np.sin(w)], 1) + math.sqrt(noise_var) * rng.normal(size=(n, 2))
+        x = radii[k, None] * np.stack([np.cos(w), np.sin(w)], 1) + math.sqrt(
+            noise_var
+        ) * rng.normal(size=(n, 2))
         return x, k
 
     return dict(train=draw(n_train), test=draw(n_test))

@@ -36,7 +36,6 @@ commands and the BNN all go through it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -52,11 +51,11 @@ CMIXUP_BANDWIDTH = 0.5
 @dataclass(frozen=True)
 class Method:
     name: str
-    handler: Optional[str]  # None (ERM), "mixup" or "probmix"
-    at: Optional[str]  # INPUT, HIDDEN, EMBEDDING or None (ProbMix at the likelihood)
+    handler: str | None  # None (ERM), "mixup" or "probmix"
+    at: str | None  # INPUT, HIDDEN, EMBEDDING or None (ProbMix at the likelihood)
     pairing: str  # "random", "knn" or "label"
     pooling: str = "log-linear"  # of the embedding densities (probmix at EMBEDDING)
-    hidden: Optional[Tuple[int, ...]] = None  # the method's own architecture (None: the protocol's)
+    hidden: tuple[int, ...] | None = None  # the method's own architecture (None: the protocol's)
     variance_width: int = 0  # > 0: the embedding's std from a separate network of this width
     in_default_set: bool = True  # run when no --methods are named
 
@@ -89,21 +88,39 @@ METHODS = {
         Method("lock-m-probmix", "probmix", EMBEDDING, "knn"),
         Method("cmixup-probmix", "probmix", None, "label"),
         Method("m-probmix-linear", "probmix", EMBEDDING, "random", "linear", in_default_set=False),
-        Method("lock-m-probmix-linear", "probmix", EMBEDDING, "knn", "linear", in_default_set=False),
-        Method("m-probmix-star", "probmix", EMBEDDING, "random", hidden=(64, 32), variance_width=64,
-               in_default_set=False),
-        Method("lock-m-probmix-star", "probmix", EMBEDDING, "knn", hidden=(64, 32), variance_width=64,
-               in_default_set=False),
+        Method(
+            "lock-m-probmix-linear", "probmix", EMBEDDING, "knn", "linear", in_default_set=False
+        ),
+        Method(
+            "m-probmix-star",
+            "probmix",
+            EMBEDDING,
+            "random",
+            hidden=(64, 32),
+            variance_width=64,
+            in_default_set=False,
+        ),
+        Method(
+            "lock-m-probmix-star",
+            "probmix",
+            EMBEDDING,
+            "knn",
+            hidden=(64, 32),
+            variance_width=64,
+            in_default_set=False,
+        ),
     ]
 }
 
 #: The default set of every command: the paper's methods and C-Mixup ProbMix.
 METHOD_NAMES = [n for n, m in METHODS.items() if m.in_default_set]
 #: The ProbMix family of the goal tables ("best ProbMix family"): log-linear pools, M-ProbMix* included.
-PROBMIX_FAMILY = [n for n, m in METHODS.items() if m.handler == "probmix" and m.pooling == "log-linear"]
+PROBMIX_FAMILY = [
+    n for n, m in METHODS.items() if m.handler == "probmix" and m.pooling == "log-linear"
+]
 
 
-def parse_methods(spec: Optional[str], allowed: Optional[List[str]] = None) -> List[str]:
+def parse_methods(spec: str | None, allowed: list[str] | None = None) -> list[str]:
     """``None``/"all" -> every method of the default set (or ``allowed``); else a
     comma list, checked against ``allowed`` (default: every registered method)."""
     if spec is None or spec.strip().lower() in ("", "all"):
@@ -116,13 +133,17 @@ def parse_methods(spec: Optional[str], allowed: Optional[List[str]] = None) -> L
     return list(dict.fromkeys(names))
 
 
-def partner_table(method: Method, x: np.ndarray, y: Optional[np.ndarray] = None):
+def partner_table(method: Method, x: np.ndarray, y: np.ndarray | None = None):
     """The partner table of ``method`` for training rows ``(x, y)``; None for random pairing."""
     if method.pairing == "knn":
-        return NearestNeighbourPairing(np.asarray(x, np.float64).reshape(len(x), -1), k=min(LOCK_K, len(x) - 1))
+        return NearestNeighbourPairing(
+            np.asarray(x, np.float64).reshape(len(x), -1), k=min(LOCK_K, len(x) - 1)
+        )
     if method.pairing == "label":
         if y is None or not np.issubdtype(np.asarray(y).dtype, np.floating):
-            raise ValueError(f"{method.name} pairs by a kernel on a continuous label; these labels are {np.asarray(y).dtype}")
+            raise ValueError(
+                f"{method.name} pairs by a kernel on a continuous label; these labels are {np.asarray(y).dtype}"
+            )
         return LabelKernelPairing(np.asarray(y, np.float64), bandwidth=CMIXUP_BANDWIDTH)
     return None
 

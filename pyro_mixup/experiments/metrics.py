@@ -13,7 +13,6 @@ RMSE of the mean, central-interval coverage, PIT with ties split).
 from __future__ import annotations
 
 import math
-from typing import Dict
 
 import numpy as np
 
@@ -34,16 +33,19 @@ def coverage(y, lo, hi) -> float:
     return float(np.mean((y >= lo) & (y <= hi)))
 
 
-def gaussian_scores(mu, sigma, y, y_scale: float = 1.0, interval: float = 0.9) -> Dict[str, float]:
+def gaussian_scores(mu, sigma, y, y_scale: float = 1.0, interval: float = 0.9) -> dict[str, float]:
     """Test scores of a Gaussian prediction ``N(mu, sigma^2)`` made in standardised
     units against standardised ``y``, in the original units of y: ``test_nll``,
     ``test_rmse``, ``coverage_90`` (the central ``interval``) and ``pit_mean``.
     The one-component case of :func:`mixture_scores`."""
-    return mixture_scores(np.asarray(mu, np.float64)[None], np.asarray(sigma, np.float64)[None], y, y_scale,
-                          interval)
+    return mixture_scores(
+        np.asarray(mu, np.float64)[None], np.asarray(sigma, np.float64)[None], y, y_scale, interval
+    )
 
 
-def mixture_scores(means, stds, y, y_scale: float = 1.0, interval: float = 0.9, log_density=None) -> Dict[str, float]:
+def mixture_scores(
+    means, stds, y, y_scale: float = 1.0, interval: float = 0.9, log_density=None
+) -> dict[str, float]:
     """Test scores of the equal-weight mixture of ``N(means[s], stds[s]^2)`` (arrays
     ``(S, n)``: the components of a marginal predictive, e.g.
     :class:`~pyro_mixup.core.predictive.MarginalPredictive`'s ``draw_means`` and the
@@ -57,7 +59,9 @@ def mixture_scores(means, stds, y, y_scale: float = 1.0, interval: float = 0.9, 
     y = np.asarray(y, np.float64)
     if log_density is None:
         r = (y - means) / stds
-        log_density = logsumexp(-HALF_LOG_2PI - np.log(stds) - 0.5 * r**2, axis=0) - math.log(means.shape[0])
+        log_density = logsumexp(-HALF_LOG_2PI - np.log(stds) - 0.5 * r**2, axis=0) - math.log(
+            means.shape[0]
+        )
     u = ndtr((y - means) / stds).mean(0)
     tail = (1 - interval) / 2
     return {

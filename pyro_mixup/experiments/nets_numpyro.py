@@ -25,7 +25,7 @@ weights, the embedding at its mean.
 from __future__ import annotations
 
 import math
-from typing import Dict, Sequence, Tuple
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -46,15 +46,24 @@ EMBED_INIT_C = -3.0
 class GaussianMLP:
     """``d_in -> hidden[0] -> ... -> 2`` (mean, raw scale) with ReLU."""
 
-    def __init__(self, d_in: int, hidden: Sequence[int] = (128, 32), embedding: bool = False,
-                 variance_width: int = 0):
+    def __init__(
+        self,
+        d_in: int,
+        hidden: Sequence[int] = (128, 32),
+        embedding: bool = False,
+        variance_width: int = 0,
+    ):
         self.sizes = [int(d_in), *(int(h) for h in hidden), 2]
         if len(self.sizes) < 3 or min(self.sizes) < 1:
-            raise ValueError(f"GaussianMLP needs at least one hidden layer of positive width; got {hidden!r}")
+            raise ValueError(
+                f"GaussianMLP needs at least one hidden layer of positive width; got {hidden!r}"
+            )
         self.embedding = bool(embedding)
         self.variance_width = int(variance_width)
         if self.variance_width and not self.embedding:
-            raise ValueError("variance_width is the width of the embedding's variance network: it needs embedding=True")
+            raise ValueError(
+                "variance_width is the width of the embedding's variance network: it needs embedding=True"
+            )
 
     # hashable by architecture: the trainers cache compiled functions per network
     def _key(self):
@@ -67,7 +76,7 @@ class GaussianMLP:
         return hash(self._key())
 
     # -- parameters -------------------------------------------------------
-    def shapes(self) -> Dict[str, Tuple[int, ...]]:
+    def shapes(self) -> dict[str, tuple[int, ...]]:
         out = {}
         for i, (a, b) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
             out[f"w{i}"], out[f"b{i}"] = (a, b), (b,)
@@ -93,7 +102,7 @@ class GaussianMLP:
         bound = 1.0 / math.sqrt(self.sizes[int(name[1:])])
         return jax.random.uniform(key, shape, minval=-bound, maxval=bound)
 
-    def init(self, key) -> Dict[str, jnp.ndarray]:
+    def init(self, key) -> dict[str, jnp.ndarray]:
         names = list(self.shapes())
         return {n: self.init_one(n, k) for n, k in zip(names, jax.random.split(key, len(names)))}
 
@@ -105,7 +114,10 @@ class GaussianMLP:
         """``q(z | x) = N(h, s^2)``: ``s`` from the shared head on ``h``, or from the
         separate variance network on ``x`` (``variance_width > 0``)."""
         if self.variance_width:
-            v = jax.nn.relu(x @ params["var_w0"] + params["var_b0"]) @ params["var_w1"] + params["var_b1"]
+            v = (
+                jax.nn.relu(x @ params["var_w0"] + params["var_b0"]) @ params["var_w1"]
+                + params["var_b1"]
+            )
         else:
             v = params["emb_a"] * h + params["emb_c"]
         return nd.Normal(h, jax.nn.softplus(v) + EMBED_MIN_SCALE).to_event(1)
@@ -123,7 +135,9 @@ class GaussianMLP:
         return self.rest(params, self.first(params, x))
 
     def __call__(self, x, y=None):
-        params = {n: numpyro.param(n, lambda key, n=n: self.init_one(n, key)) for n in self.shapes()}
+        params = {
+            n: numpyro.param(n, lambda key, n=n: self.init_one(n, key)) for n in self.shapes()
+        }
         x = mixable(INPUT, x, dim=-1)  # examples along the rows; the plate comes later
         h = self.first(params, x)
         if self.embedding:

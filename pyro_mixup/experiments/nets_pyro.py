@@ -24,7 +24,8 @@ Example::
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+import itertools
+from collections.abc import Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -43,19 +44,30 @@ class MLP(nn.Module):
     """``d_in -> hidden[0] -> ... -> d_out`` with ReLU; ``embedding``: the first
     hidden layer is a stochastic embedding (its variance head is two vectors)."""
 
-    def __init__(self, d_in: int, hidden: Sequence[int], d_out: int, embedding: bool = False,
-                 variance_width: int = 0):
+    def __init__(
+        self,
+        d_in: int,
+        hidden: Sequence[int],
+        d_out: int,
+        embedding: bool = False,
+        variance_width: int = 0,
+    ):
         super().__init__()
         sizes = [d_in, *hidden, d_out]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
         self.embedding = bool(embedding)
         self.variance_width = int(variance_width)
         if self.variance_width and not self.embedding:
-            raise ValueError("variance_width is the width of the embedding's variance network: it needs embedding=True")
+            raise ValueError(
+                "variance_width is the width of the embedding's variance network: it needs embedding=True"
+            )
         if self.variance_width:
             # M-ProbMix*: a separate variance network; its output starts flat at softplus(-3), as the shared head
-            self.variance = nn.Sequential(nn.Linear(d_in, self.variance_width), nn.ReLU(),
-                                          nn.Linear(self.variance_width, hidden[0]))
+            self.variance = nn.Sequential(
+                nn.Linear(d_in, self.variance_width),
+                nn.ReLU(),
+                nn.Linear(self.variance_width, hidden[0]),
+            )
             nn.init.zeros_(self.variance[2].weight)
             nn.init.constant_(self.variance[2].bias, -3.0)
         elif embedding:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from collections.abc import Iterable, Sequence
 
 
 def write_json(path: str, obj) -> None:
@@ -34,36 +34,38 @@ class RecordStore:
     True
     """
 
-    def __init__(self, path: str, key_fields: Sequence[str], defaults: Optional[Dict] = None):
+    def __init__(self, path: str, key_fields: Sequence[str], defaults: dict | None = None):
         """``defaults``: values of fields that records of an earlier release lack (they
         are filled in on loading, where they are what that release did)."""
         self.path = path
         self.key_fields = tuple(key_fields)
-        self.records: List[Dict] = self._load()
+        self.records: list[dict] = self._load()
         for r in self.records:
             for k, v in (defaults or {}).items():
                 r.setdefault(k, v)
         self._keys = {self.key(r) for r in self.records}
 
-    def _load(self) -> List[Dict]:
+    def _load(self) -> list[dict]:
         if not os.path.exists(self.path):
             return []
         try:
             with open(self.path) as f:
                 recs = json.load(f)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{self.path} is not valid JSON ({e}); move it away to start afresh") from None
+            raise ValueError(
+                f"{self.path} is not valid JSON ({e}); move it away to start afresh"
+            ) from None
         if not isinstance(recs, list):
             raise ValueError(f"{self.path} does not hold a list of records")
         return recs
 
-    def key(self, record: Dict) -> Tuple:
+    def key(self, record: dict) -> tuple:
         return tuple(record.get(k) for k in self.key_fields)
 
-    def has(self, record: Dict) -> bool:
+    def has(self, record: dict) -> bool:
         return self.key(record) in self._keys
 
-    def add(self, records: Iterable[Dict]) -> None:
+    def add(self, records: Iterable[dict]) -> None:
         """Append ``records`` (replacing any with the same key) and write the file."""
         new = list(records)
         keys = {self.key(r) for r in new}

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from typing import Dict, List, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -36,7 +36,7 @@ HIDDEN = (128, 64)
 SCALE_EVERY = 25
 
 
-def toy_splits(runs: int, seed: int, n_val: int = 20) -> List[tuple]:
+def toy_splits(runs: int, seed: int, n_val: int = 20) -> list[tuple]:
     """Per run: its :class:`~pyro_mixup.experiments.data.Split` (test = the ID rows),
     and the standardised OOD rows ``(x, y)``."""
     out = []
@@ -48,20 +48,42 @@ def toy_splits(runs: int, seed: int, n_val: int = 20) -> List[tuple]:
         xm, xs, ym, ys = x[fit].mean(), x[fit].std(), y[fit].mean(), y[fit].std()
 
         def sx(a):
-            return ((a - xm) / xs).astype(np.float32)[:, None]
+            return ((a - xm) / xs).astype(np.float32)[:, None]  # noqa: B023
 
         def sy(a):
-            return ((a - ym) / ys).astype(np.float32)
+            return ((a - ym) / ys).astype(np.float32)  # noqa: B023
 
-        split = D.Split("toy", r, sx(x[fit]), sy(y[fit]), sx(x[val]), sy(y[val]), sx(d["id"][0]), sy(d["id"][1]),
-                        np.array([xm]), np.array([xs]), float(ym), float(ys))
+        split = D.Split(
+            "toy",
+            r,
+            sx(x[fit]),
+            sy(y[fit]),
+            sx(x[val]),
+            sy(y[val]),
+            sx(d["id"][0]),
+            sy(d["id"][1]),
+            np.array([xm]),
+            np.array([xs]),
+            float(ym),
+            float(ys),
+        )
         out.append((split, (sx(d["ood"][0]), sy(d["ood"][1]))))
     return out
 
 
-def run_paper_protocol(methods: Sequence[str], alphas=PAPER_ALPHAS, betas=PAPER_BETAS, runs: int = 10,
-                       epochs: int = 500, lr: float = 0.01, seed: int = 0, test_draws: int = 1000,
-                       val_draws: int = 100, predictive: str = "marginal", progress: bool = True):
+def run_paper_protocol(
+    methods: Sequence[str],
+    alphas=PAPER_ALPHAS,
+    betas=PAPER_BETAS,
+    runs: int = 10,
+    epochs: int = 500,
+    lr: float = 0.01,
+    seed: int = 0,
+    test_draws: int = 1000,
+    val_draws: int = 100,
+    predictive: str = "marginal",
+    progress: bool = True,
+):
     """Train and score every (method, alpha, beta, run); returns ``(records, curves)``,
     ``curves[(method, alpha, beta)]`` the predictive of run 0 on a grid of x."""
     import jax
@@ -76,55 +98,106 @@ def run_paper_protocol(methods: Sequence[str], alphas=PAPER_ALPHAS, betas=PAPER_
     groups = defaultdict(list)
     for m in methods:
         groups[T.same_graph(METHODS[m])].append(m)
-    tasks = [(b, g) for b in betas for g in groups.values() if b == betas[0] or any(METHODS[m].mixes for m in g)]
+    tasks = [
+        (b, g)
+        for b in betas
+        for g in groups.values()
+        if b == betas[0] or any(METHODS[m].mixes for m in g)
+    ]
     records, curves = [], {}
     for beta, group in tqdm(tasks, desc="toy (paper protocol)", unit="graph", disable=not progress):
-        cfg = T.TrainConfig(epochs=epochs, lr=lr, batch_size=0, beta=beta, predictive=predictive,
-                            test_draws=test_draws, val_draws=val_draws)
+        cfg = T.TrainConfig(
+            epochs=epochs,
+            lr=lr,
+            batch_size=0,
+            beta=beta,
+            predictive=predictive,
+            test_draws=test_draws,
+            val_draws=val_draws,
+        )
         t0 = time.perf_counter()
         net, members, res = T.train_members(splits, group, alphas, cfg, seed, HIDDEN)
         run_of = [i for _, _, i in members]
         ones = [1.0] * len(members)
         scores = {}
-        for part, xs, ys in (("id", [s.x_test for s in splits], [s.y_test for s in splits]),
-                             ("ood", [o[0] for _, o in data], [o[1] for _, o in data])):
-            scores[part] = T.predictive_scores(net, cfg, res["params"], res["keys"], np.stack([xs[i] for i in run_of]),
-                                               np.stack([ys[i] for i in run_of]), ones)
+        for part, xs, ys in (
+            ("id", [s.x_test for s in splits], [s.y_test for s in splits]),
+            ("ood", [o[0] for _, o in data], [o[1] for _, o in data]),
+        ):
+            scores[part] = T.predictive_scores(
+                net,
+                cfg,
+                res["params"],
+                res["keys"],
+                np.stack([xs[i] for i in run_of]),
+                np.stack([ys[i] for i in run_of]),
+                ones,
+            )
         seconds = time.perf_counter() - t0
         val, best, scale = (np.asarray(res[k]) for k in ("val_nll", "best_epoch", "embed_scale"))
         for j, (m, a, i) in enumerate(members):
             log_ys = math.log(splits[i].y_std)
-            rec = dict(method=m, alpha=a, beta=beta if METHODS[m].mixes else 0.0, run=i, val_nll=float(val[j]),
-                       best_epoch=int(best[j]), seconds=seconds / len(members))
+            rec = dict(
+                method=m,
+                alpha=a,
+                beta=beta if METHODS[m].mixes else 0.0,
+                run=i,
+                val_nll=float(val[j]),
+                best_epoch=int(best[j]),
+                seconds=seconds / len(members),
+            )
             for part in ("id", "ood"):
                 s = scores[part][j]
-                rec.update({f"{part}_nll": s["test_nll"], f"{part}_nll_raw": s["test_nll"] + log_ys,
-                            f"{part}_mse_raw": (s["test_rmse"] * splits[i].y_std) ** 2})
+                rec.update(
+                    {
+                        f"{part}_nll": s["test_nll"],
+                        f"{part}_nll_raw": s["test_nll"] + log_ys,
+                        f"{part}_mse_raw": (s["test_rmse"] * splits[i].y_std) ** 2,
+                    }
+                )
                 if "test_nll_mean_embedding" in s:
                     rec[f"{part}_nll_mean_embedding"] = s["test_nll_mean_embedding"]
-            rec.update(predictive=scores["id"][j]["predictive"], predictive_draws=scores["id"][j]["predictive_draws"])
+            rec.update(
+                predictive=scores["id"][j]["predictive"],
+                predictive_draws=scores["id"][j]["predictive_draws"],
+            )
             if net.embedding:
-                rec["embed_scale"] = [float(v) for v in scale[j][::SCALE_EVERY]] + [float(scale[j][-1])]
+                rec["embed_scale"] = [float(v) for v in scale[j][::SCALE_EVERY]] + [
+                    float(scale[j][-1])
+                ]
             records.append(rec)
         # the predictive of run 0 on a grid, for the figure
         first = [j for j, (_, _, i) in enumerate(members) if i == 0]
         s0 = splits[0]
         grid = ((grid_raw - s0.x_mean[0]) / s0.x_std[0]).astype(np.float32)[:, None]
         pick = jnp.asarray(first)
-        take = jax.tree.map(lambda v: v[pick], res["params"])
+        take = jax.tree.map(lambda v: v[pick], res["params"])  # noqa: B023
         marginal = net.embedding and predictive == "marginal"
-        ld, means, stds = T._scorer(net, test_draws if marginal else 1, "sample" if marginal else "mean")(
-            take, res["keys"][pick], jnp.asarray(np.stack([grid] * len(first))), jnp.zeros((len(first), len(grid))))
+        _ld, means, stds = T._scorer(
+            net, test_draws if marginal else 1, "sample" if marginal else "mean"
+        )(
+            take,
+            res["keys"][pick],
+            jnp.asarray(np.stack([grid] * len(first))),
+            jnp.zeros((len(first), len(grid))),
+        )
         for k, j in enumerate(first):
             m, a, _ = members[j]
             curves[(m, a, beta if METHODS[m].mixes else 0.0)] = dict(
-                x=grid[:, 0].tolist(), means=np.asarray(means[k]), stds=np.asarray(stds[k]),
-                x_train=s0.x_fit[:, 0].tolist(), y_train=s0.y_fit.tolist(), x_mean=float(s0.x_mean[0]),
-                x_std=float(s0.x_std[0]), y_mean=s0.y_mean, y_std=s0.y_std)
+                x=grid[:, 0].tolist(),
+                means=np.asarray(means[k]),
+                stds=np.asarray(stds[k]),
+                x_train=s0.x_fit[:, 0].tolist(),
+                y_train=s0.y_fit.tolist(),
+                x_mean=float(s0.x_mean[0]),
+                x_std=float(s0.x_std[0]),
+                y_mean=s0.y_mean,
+                y_std=s0.y_std,
+            )
     return records, curves
 
 
-def chosen(records: List[Dict], methods: Sequence[str]) -> Dict[str, tuple]:
+def chosen(records: list[dict], methods: Sequence[str]) -> dict[str, tuple]:
     """Per method the (alpha, beta) of lowest mean validation NLL over runs."""
     out = {}
     for m in methods:
@@ -138,7 +211,9 @@ def chosen(records: List[Dict], methods: Sequence[str]) -> Dict[str, tuple]:
 
 
 def _cells(records, m, alpha, beta, key):
-    return [r[key] for r in records if r["method"] == m and r["alpha"] == alpha and r["beta"] == beta]
+    return [
+        r[key] for r in records if r["method"] == m and r["alpha"] == alpha and r["beta"] == beta
+    ]
 
 
 def alpha_table(records, methods, alphas, beta, key="ood_nll") -> str:
@@ -156,8 +231,10 @@ def alpha_table(records, methods, alphas, beta, key="ood_nll") -> str:
 def paper_table() -> str:
     from .report import PAPER_TABLE5_METHODS
 
-    rows = [[f"{a:g}" + (" (1e-32)" if a == 0 else "")] + [f"{m:.1f} ± {s:.1f}" for m, s in v]
-            for a, v in PAPER_TABLE5.items()]
+    rows = [
+        [f"{a:g}" + (" (1e-32)" if a == 0 else "")] + [f"{m:.1f} ± {s:.1f}" for m, s in v]
+        for a, v in PAPER_TABLE5.items()
+    ]
     return markdown_table(["alpha"] + list(PAPER_TABLE5_METHODS), rows)
 
 
@@ -172,13 +249,36 @@ def chosen_table(records, methods) -> str:
         scale = "--"
         if "embed_scale" in rs[0]:
             scale = f"{np.mean([r['embed_scale'][0] for r in rs]):.3f} -> {np.mean([r['embed_scale'][-1] for r in rs]):.3f}"
-        rows.append([m, f"{a:g}", f"{b:g}", mean_std([r["val_nll"] for r in rs]), mean_std([r["id_nll"] for r in rs]),
-                     mean_std([r["ood_nll"] for r in rs]), mean_std([r["ood_nll_raw"] for r in rs]), paper, scale])
-    return markdown_table(["method", "alpha", "beta", "val NLL", "ID NLL", "OOD NLL", "OOD NLL (raw units)",
-                           "paper's best OOD NLL (any alpha)", "embedding std (first -> last epoch)"], rows)
+        rows.append(
+            [
+                m,
+                f"{a:g}",
+                f"{b:g}",
+                mean_std([r["val_nll"] for r in rs]),
+                mean_std([r["id_nll"] for r in rs]),
+                mean_std([r["ood_nll"] for r in rs]),
+                mean_std([r["ood_nll_raw"] for r in rs]),
+                paper,
+                scale,
+            ]
+        )
+    return markdown_table(
+        [
+            "method",
+            "alpha",
+            "beta",
+            "val NLL",
+            "ID NLL",
+            "OOD NLL",
+            "OOD NLL (raw units)",
+            "paper's best OOD NLL (any alpha)",
+            "embedding std (first -> last epoch)",
+        ],
+        rows,
+    )
 
 
-def figure(curves: Dict, picks: Dict[str, tuple], path: str) -> None:
+def figure(curves: dict, picks: dict[str, tuple], path: str) -> None:
     """Like the paper's Figure 4: mean and 95% band of the predictive, standardised units, one panel per method."""
     import matplotlib.pyplot as plt
 
@@ -201,7 +301,9 @@ def figure(curves: Dict, picks: Dict[str, tuple], path: str) -> None:
         ax.set_title(f"{m} (alpha {a:g}, beta {b:g})", fontsize=8)
         ax.set_ylim(-3, 10)
     axes[0].legend(fontsize=6, loc="upper left")
-    fig.suptitle("marginal predictive, standardised units; grey: out of distribution (x > 4)", fontsize=9)
+    fig.suptitle(
+        "marginal predictive, standardised units; grey: out of distribution (x > 4)", fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -220,31 +322,69 @@ def cmd(args) -> int:
     betas = _floats(args.betas, "--betas", zero_ok=True) if args.betas else PAPER_BETAS
     runs = 10 if args.runs is None else args.runs
     if runs < 1 or args.epochs < 1 or args.test_draws < 1 or args.val_draws < 0:
-        raise ValueError("--runs, --epochs and --test-draws must be at least 1, --val-draws at least 0")
+        raise ValueError(
+            "--runs, --epochs and --test-draws must be at least 1, --val-draws at least 0"
+        )
     use_compile_cache()
     os.makedirs(args.out, exist_ok=True)
     t0 = time.perf_counter()
-    records, curves = run_paper_protocol(methods, alphas, betas, runs, args.epochs, args.lr, args.seed,
-                                         args.test_draws, args.val_draws, args.predictive, progress=not args.quiet)
+    records, curves = run_paper_protocol(
+        methods,
+        alphas,
+        betas,
+        runs,
+        args.epochs,
+        args.lr,
+        args.seed,
+        args.test_draws,
+        args.val_draws,
+        args.predictive,
+        progress=not args.quiet,
+    )
     wall = time.perf_counter() - t0
     picks = chosen(records, methods)
     png, md, js = (os.path.join(args.out, f"toy_paper.{e}") for e in ("png", "md", "json"))
     figure(curves, picks, png)
-    settings = dict(runs=runs, epochs=args.epochs, lr=args.lr, alphas=list(alphas), betas=list(betas),
-                    seed=args.seed, hidden=list(HIDDEN), predictive=args.predictive, test_draws=args.test_draws,
-                    val_draws=args.val_draws, backend="numpyro", batch_size="full")
-    parts = [f"# Toy regression, the paper's protocol\n\nSettings: {settings}. NLL per point in standardised units "
-             "(the paper's) unless marked raw; mean ± std over runs.\n",
-             "## Chosen on validation NLL\n", chosen_table(records, methods)]
+    settings = dict(
+        runs=runs,
+        epochs=args.epochs,
+        lr=args.lr,
+        alphas=list(alphas),
+        betas=list(betas),
+        seed=args.seed,
+        hidden=list(HIDDEN),
+        predictive=args.predictive,
+        test_draws=args.test_draws,
+        val_draws=args.val_draws,
+        backend="numpyro",
+        batch_size="full",
+    )
+    parts = [
+        f"# Toy regression, the paper's protocol\n\nSettings: {settings}. NLL per point in standardised units "
+        "(the paper's) unless marked raw; mean ± std over runs.\n",
+        "## Chosen on validation NLL\n",
+        chosen_table(records, methods),
+    ]
     for b in betas:
-        parts += [f"\n## OOD NLL by alpha, beta {b:g}\n", alpha_table(records, methods, alphas, b, "ood_nll"),
-                  f"\n## ID NLL by alpha, beta {b:g}\n", alpha_table(records, methods, alphas, b, "id_nll")]
+        parts += [
+            f"\n## OOD NLL by alpha, beta {b:g}\n",
+            alpha_table(records, methods, alphas, b, "ood_nll"),
+            f"\n## ID NLL by alpha, beta {b:g}\n",
+            alpha_table(records, methods, alphas, b, "id_nll"),
+        ]
     parts += ["\n## The paper's Table 5 (OOD NLL, beta ~ 0)\n", paper_table()]
     text = "\n".join(parts) + "\n"
     with open(md, "w") as f:
         f.write(text)
-    write_json(js, dict(settings=settings, wall_seconds=wall,
-                        chosen={m: dict(alpha=a, beta=b) for m, (a, b) in picks.items()}, records=records))
+    write_json(
+        js,
+        dict(
+            settings=settings,
+            wall_seconds=wall,
+            chosen={m: dict(alpha=a, beta=b) for m, (a, b) in picks.items()},
+            records=records,
+        ),
+    )
     print(text)
     print(f"wall time {wall:.1f} s; wrote {png}, {md} and {js}")
     return 0

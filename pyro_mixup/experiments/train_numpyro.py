@@ -37,8 +37,8 @@ import functools
 import math
 import os
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -82,9 +82,13 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.predictive not in EMBEDDING_PREDICTIVES:
-            raise ValueError(f"predictive must be one of {EMBEDDING_PREDICTIVES}; got {self.predictive!r}")
+            raise ValueError(
+                f"predictive must be one of {EMBEDDING_PREDICTIVES}; got {self.predictive!r}"
+            )
         if self.test_draws < 1 or self.val_draws < 0:
-            raise ValueError(f"test_draws must be >= 1 and val_draws >= 0; got {self.test_draws}, {self.val_draws}")
+            raise ValueError(
+                f"test_draws must be >= 1 and val_draws >= 0; got {self.test_draws}, {self.val_draws}"
+            )
 
     def batch_plan(self, n_fit: int):
         """``(batch size, batches per epoch)``; a minibatch holds anchors and partners, so it is even."""
@@ -92,19 +96,24 @@ class TrainConfig:
             return n_fit, 1
         size = int(self.batch_size)
         if size < 2 or size % 2:
-            raise ValueError(f"batch size {size}: a minibatch holds anchors and their partners, so it must be "
-                             "even and at least 2 (or 0 for full batch)")
+            raise ValueError(
+                f"batch size {size}: a minibatch holds anchors and their partners, so it must be "
+                "even and at least 2 (or 0 for full batch)"
+            )
         return size, n_fit // size
 
 
-def use_compile_cache(path: Optional[str] = None) -> str:
+def use_compile_cache(path: str | None = None) -> str:
     """Keep JAX's compiled trainers on disk (``$PYRO_MIXUP_JAX_CACHE``, default
     ``~/.cache/pyro-mixup/jax``; a cache the caller set up already is kept): a
     re-run or a resumed run skips the compilations."""
     if path is None and jax.config.jax_compilation_cache_dir:
         return jax.config.jax_compilation_cache_dir
-    path = path or os.environ.get("PYRO_MIXUP_JAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
-                                                                           "pyro-mixup", "jax")
+    path = (
+        path
+        or os.environ.get("PYRO_MIXUP_JAX_CACHE")
+        or os.path.join(os.path.expanduser("~"), ".cache", "pyro-mixup", "jax")
+    )
     jax.config.update("jax_compilation_cache_dir", path)
     return path
 
@@ -141,7 +150,9 @@ def _training_model(model, method: Method, cfg: TrainConfig, size: int, full_bat
 def _table_partner(key, candidates, cdf, rows):
     """One partner per row, drawn by its row of cumulative weights (binary search)."""
     u = jax.random.uniform(key, rows.shape)
-    col = jax.vmap(lambda c, v: jnp.searchsorted(c, v, side="right"))(cdf[rows].reshape(-1, cdf.shape[-1]), u.reshape(-1))
+    col = jax.vmap(lambda c, v: jnp.searchsorted(c, v, side="right"))(
+        cdf[rows].reshape(-1, cdf.shape[-1]), u.reshape(-1)
+    )
     col = jnp.minimum(col.reshape(rows.shape), candidates.shape[-1] - 1)
     return candidates[rows, col]
 
@@ -160,12 +171,19 @@ def build(net: GaussianMLP, method: Method, cfg: TrainConfig, n_fit: int):
     full = n_batches == 1 and size == n_fit
     half = size // 2
     units = jnp.asarray(_units_mod(n_fit))
-    svi = SVI(_training_model(net, method, cfg, size, full), _empty_guide, optimizer(cfg.lr, cfg.clip_norm), Trace_ELBO())
+    svi = SVI(
+        _training_model(net, method, cfg, size, full),
+        _empty_guide,
+        optimizer(cfg.lr, cfg.clip_norm),
+        Trace_ELBO(),
+    )
     marginal_val = net.embedding and cfg.predictive == "marginal" and cfg.val_draws > 0
 
     def validation_nll(params, xv, yv, key):
         if marginal_val:
-            return -marginal_predictive(net, key, xv, yv, params=params, num_draws=cfg.val_draws).log_density.mean()
+            return -marginal_predictive(
+                net, key, xv, yv, params=params, num_draws=cfg.val_draws
+            ).log_density.mean()
         return metrics.gaussian_nll(*net.predict(params, xv), yv, xp=jnp)
 
     def embed_scale(params, x):
@@ -184,8 +202,15 @@ def build(net: GaussianMLP, method: Method, cfg: TrainConfig, n_fit: int):
         def step(state, batch):
             k_lam, xb, yb, perm = batch
             # alpha 0 is "no mixing" (lam = 1), the limit of Beta(alpha, alpha) draws' effect; Beta(0, 0) is NaN
-            lam = jnp.where(alpha > 0, jax.random.beta(k_lam, jnp.maximum(alpha, 1e-6), jnp.maximum(alpha, 1e-6)),
-                            1.0) if method.mixes else None
+            lam = (
+                jnp.where(
+                    alpha > 0,
+                    jax.random.beta(k_lam, jnp.maximum(alpha, 1e-6), jnp.maximum(alpha, 1e-6)),
+                    1.0,
+                )
+                if method.mixes
+                else None
+            )
             return svi.update(state, xb, yb, lam=lam, perm=perm)
 
         def epoch(carry, k):
@@ -201,7 +226,9 @@ def build(net: GaussianMLP, method: Method, cfg: TrainConfig, n_fit: int):
                 b = jax.random.randint(k_b, (), 0, n_fit)
                 visit = order0[(a * jnp.arange(n_fit) + b) % n_fit]
                 anchors = visit[: n_batches * half].reshape(n_batches, half)
-                partners = visit[n_batches * half : n_batches * size].reshape(n_batches, size - half)
+                partners = visit[n_batches * half : n_batches * size].reshape(
+                    n_batches, size - half
+                )
                 if method.mixes:
                     drawn = _table_partner(k_pair, cand, cdf, anchors)
                     partners = jnp.where(table >= 0, drawn, partners)
@@ -212,24 +239,47 @@ def build(net: GaussianMLP, method: Method, cfg: TrainConfig, n_fit: int):
             val = validation_nll(params, xv, yv, k_val)
             best_val, best_params, best_epoch, count = best
             better = val < best_val  # NaN never improves
-            best = (jnp.where(better, val, best_val),
-                    jax.tree.map(lambda new, old: jnp.where(better, new, old), params, best_params),
-                    jnp.where(better, count, best_epoch), count + 1)
+            best = (
+                jnp.where(better, val, best_val),
+                jax.tree.map(lambda new, old: jnp.where(better, new, old), params, best_params),
+                jnp.where(better, count, best_epoch),
+                count + 1,
+            )
             return (state, best), (losses.mean(), embed_scale(params, x))
 
         best0 = (jnp.inf, svi.get_params(state), jnp.asarray(-1), jnp.asarray(0))
         (state, (best_val, best_params, best_epoch, _)), (train_loss, scale) = jax.lax.scan(
-            epoch, (state, best0), jax.random.split(k_train, cfg.epochs))
+            epoch, (state, best0), jax.random.split(k_train, cfg.epochs)
+        )
         steps = state.optim_state[0]  # optimiser updates made: epochs x batches per epoch
-        return dict(params=best_params, val_nll=best_val, best_epoch=best_epoch + 1, train_loss=train_loss, steps=steps,
-                    embed_scale=scale)
+        return dict(
+            params=best_params,
+            val_nll=best_val,
+            best_epoch=best_epoch + 1,
+            train_loss=train_loss,
+            steps=steps,
+            embed_scale=scale,
+        )
 
     shared = (None,) * 6
     return jax.jit(jax.vmap(one_member, in_axes=(0, 0, 0, 0, *shared)))
 
 
-def fit_svi(make_model_and_guide, xs, ys, *, method: str, alpha: float, cfg: TrainConfig, keys, model_kwargs=None,
-            subsample: bool = False, chunk: int = 100, progress: bool = False, desc: str = "svi"):
+def fit_svi(
+    make_model_and_guide,
+    xs,
+    ys,
+    *,
+    method: str,
+    alpha: float,
+    cfg: TrainConfig,
+    keys,
+    model_kwargs=None,
+    subsample: bool = False,
+    chunk: int = 100,
+    progress: bool = False,
+    desc: str = "svi",
+):
     """SVI for models with latent sites (the BNN): ``M`` members side by side
     (leading axis of ``xs``, ``ys``, ``keys``), ``method``'s handler drawing its own
     ``lam`` and partners; returns ``(params [M, ...], loss per epoch and example [M, epochs])``.
@@ -252,7 +302,12 @@ def fit_svi(make_model_and_guide, xs, ys, *, method: str, alpha: float, cfg: Tra
         model, guide = make_model_and_guide()
         wrapped = wrap(model, method, backend="numpyro", alpha=alpha)
         scale = numpyro.handlers.scale
-        svi = SVI(scale(wrapped, 1.0 / n), scale(guide, 1.0 / n), optimizer(cfg.lr, cfg.clip_norm), Trace_ELBO())
+        svi = SVI(
+            scale(wrapped, 1.0 / n),
+            scale(guide, 1.0 / n),
+            optimizer(cfg.lr, cfg.clip_norm),
+            Trace_ELBO(),
+        )
         key = jax.random.PRNGKey(0) if key is None else key
         return svi, svi.init(key, x[:size], y[:size], **kwargs)
 
@@ -272,7 +327,9 @@ def fit_svi(make_model_and_guide, xs, ys, *, method: str, alpha: float, cfg: Tra
                 a = units[jax.random.randint(k_a, (), 0, units.shape[0])]
                 visit = order0[(a * jnp.arange(n) + jax.random.randint(k_b, (), 0, n)) % n]
                 rows = visit[: n_batches * size].reshape(n_batches, size)
-            state, losses = jax.lax.scan(lambda st, r: svi.update(st, x[r], y[r], **kwargs), state, rows)
+            state, losses = jax.lax.scan(
+                lambda st, r: svi.update(st, x[r], y[r], **kwargs), state, rows
+            )
             return (state, order0, key), losses.mean()
 
         return jax.lax.scan(epoch, carry, None, length=length)
@@ -313,14 +370,24 @@ def _scorer(net: GaussianMLP, num_draws: int, embedding: str):
     of :func:`pyro_mixup.numpyro.marginal_predictive` (the library's own predictive)."""
 
     def one(params, key, x, y):
-        p = marginal_predictive(net, key, x, y, params=params, num_draws=num_draws, embedding=embedding,
-                                batch_size=min(num_draws, 25))
+        p = marginal_predictive(
+            net,
+            key,
+            x,
+            y,
+            params=params,
+            num_draws=num_draws,
+            embedding=embedding,
+            batch_size=min(num_draws, 25),
+        )
         return p.log_density, p.draw_means, jnp.sqrt(p.draw_variances)
 
     return jax.jit(jax.vmap(one))
 
 
-def predictive_scores(net: GaussianMLP, cfg: TrainConfig, params, keys, x, y, y_scales, chunk: int = 10) -> List[Dict]:
+def predictive_scores(
+    net: GaussianMLP, cfg: TrainConfig, params, keys, x, y, y_scales, chunk: int = 10
+) -> list[dict]:
     """Test scores per member (leading axis of ``params``, ``keys``, ``x``, ``y``;
     standardised units in, original units out) of the predictive ``cfg`` asks for:
     the marginal over ``cfg.test_draws`` embedding draws, or the mean embedding.
@@ -330,16 +397,25 @@ def predictive_scores(net: GaussianMLP, cfg: TrainConfig, params, keys, x, y, y_
     out = []
     for start in range(0, len(keys), chunk):
         part = slice(start, start + chunk)
-        ld, means, stds = jax.tree.map(np.asarray, score(jax.tree.map(lambda a: a[part], params), keys[part],
-                                                         x[part], y[part]))
+        ld, means, stds = jax.tree.map(
+            np.asarray,
+            score(jax.tree.map(lambda a: a[part], params), keys[part], x[part], y[part]),  # noqa: B023
+        )
         if net.embedding:
-            mu, sigma = jax.tree.map(np.asarray, _predictor(net)(jax.tree.map(lambda a: a[part], params), x[part]))
+            mu, sigma = jax.tree.map(
+                np.asarray,
+                _predictor(net)(jax.tree.map(lambda a: a[part], params), x[part]),  # noqa: B023
+            )
         for j in range(len(ld)):
             i = start + j
             rec = metrics.mixture_scores(means[j], stds[j], y[i], y_scales[i], log_density=ld[j])
-            rec.update(predictive="marginal" if marginal else "mean", predictive_draws=int(means.shape[1]))
+            rec.update(
+                predictive="marginal" if marginal else "mean", predictive_draws=int(means.shape[1])
+            )
             if net.embedding:
-                rec["test_nll_mean_embedding"] = metrics.gaussian_scores(mu[j], sigma[j], y[i], y_scales[i])["test_nll"]
+                rec["test_nll_mean_embedding"] = metrics.gaussian_scores(
+                    mu[j], sigma[j], y[i], y_scales[i]
+                )["test_nll"]
             out.append(rec)
     return out
 
@@ -377,8 +453,12 @@ def partner_tables(methods: Sequence[Method], splits) -> tuple:
 
 def network(method: Method, d_in: int, hidden: Sequence[int]) -> GaussianMLP:
     """The network ``method`` trains: the protocol's ``hidden`` sizes unless the method has its own."""
-    return GaussianMLP(d_in, tuple(method.hidden or hidden), embedding=method.embedding,
-                       variance_width=method.variance_width)
+    return GaussianMLP(
+        d_in,
+        tuple(method.hidden or hidden),
+        embedding=method.embedding,
+        variance_width=method.variance_width,
+    )
 
 
 def same_graph(method: Method) -> tuple:
@@ -386,8 +466,15 @@ def same_graph(method: Method) -> tuple:
     return (method.handler, method.at, method.pooling, method.hidden, method.variance_width)
 
 
-def train_members(splits: List, method_names: Sequence[str], alphas: Sequence[float], cfg: TrainConfig, seed: int,
-                  hidden: Sequence[int] = (128, 32), max_members: int = 120):
+def train_members(
+    splits: list,
+    method_names: Sequence[str],
+    alphas: Sequence[float],
+    cfg: TrainConfig,
+    seed: int,
+    hidden: Sequence[int] = (128, 32),
+    max_members: int = 120,
+):
     """Train every (method, alpha, split) of ``method_names`` (one :func:`same_graph`
     key; splits of one shape) side by side. Returns ``(net, members, results)``:
     ``members`` a list of ``(method, alpha, split position)`` and ``results`` the
@@ -396,35 +483,66 @@ def train_members(splits: List, method_names: Sequence[str], alphas: Sequence[fl
     ``max_members`` bounds one call's memory."""
     methods = [METHODS[m] for m in method_names]
     if len({same_graph(m) for m in methods}) != 1:
-        raise ValueError(f"run_members trains methods of one handler and at= together; got {list(method_names)}")
+        raise ValueError(
+            f"run_members trains methods of one handler and at= together; got {list(method_names)}"
+        )
     net = network(methods[0], splits[0].x_fit.shape[1], hidden)
     table_of, cand, cdf = partner_tables(methods, splits)
     data = [np.stack([getattr(s, a) for s in splits]) for a in ("x_fit", "y_fit", "x_val", "y_val")]
     train = build(net, methods[0], cfg, data[0].shape[1])
-    members = [(m.name, float(a), i) for m in methods for a in (alphas if m.mixes else [0.0]) for i in range(len(splits))]
+    members = [
+        (m.name, float(a), i)
+        for m in methods
+        for a in (alphas if m.mixes else [0.0])
+        for i in range(len(splits))
+    ]
     results = []
     for start in range(0, len(members), max_members):
         chunk = members[start : start + max_members]
         keys = jnp.stack([member_key(seed, splits[i].index, a, m) for m, a, i in chunk])
-        res = train(keys, jnp.asarray([a for _, a, _ in chunk], jnp.float32), jnp.asarray([i for _, _, i in chunk]),
-                    jnp.asarray([table_of.get((m, i), -1) for m, _, i in chunk]), *data, cand, cdf)
+        res = train(
+            keys,
+            jnp.asarray([a for _, a, _ in chunk], jnp.float32),
+            jnp.asarray([i for _, _, i in chunk]),
+            jnp.asarray([table_of.get((m, i), -1) for m, _, i in chunk]),
+            *data,
+            cand,
+            cdf,
+        )
         results.append(dict(res, keys=jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)))
     return net, members, jax.tree.map(lambda *a: jnp.concatenate(a), *results)
 
 
-def run_members(splits: List, method_names: Sequence[str], alphas: Sequence[float], cfg: TrainConfig, seed: int,
-                hidden: Sequence[int] = (128, 32), max_members: int = 120) -> Dict[tuple, Dict]:
+def run_members(
+    splits: list,
+    method_names: Sequence[str],
+    alphas: Sequence[float],
+    cfg: TrainConfig,
+    seed: int,
+    hidden: Sequence[int] = (128, 32),
+    max_members: int = 120,
+) -> dict[tuple, dict]:
     """:func:`train_members`, then each member scored on its split's test rows;
     returns ``{(method, alpha, split index): record}``, scores in the original units of y."""
     net, members, res = train_members(splits, method_names, alphas, cfg, seed, hidden, max_members)
     split_of = [i for _, _, i in members]
-    scores = predictive_scores(net, cfg, res["params"], res["keys"], np.stack([splits[i].x_test for i in split_of]),
-                               np.stack([splits[i].y_test for i in split_of]), [splits[i].y_std for i in split_of])
+    scores = predictive_scores(
+        net,
+        cfg,
+        res["params"],
+        res["keys"],
+        np.stack([splits[i].x_test for i in split_of]),
+        np.stack([splits[i].y_test for i in split_of]),
+        [splits[i].y_std for i in split_of],
+    )
     res = jax.tree.map(np.asarray, {k: v for k, v in res.items() if k != "keys"})
-    return {(m, a, splits[i].index): _record(splits[i], j, res, scores[j]) for j, (m, a, i) in enumerate(members)}
+    return {
+        (m, a, splits[i].index): _record(splits[i], j, res, scores[j])
+        for j, (m, a, i) in enumerate(members)
+    }
 
 
-def _record(split, i: int, res: Dict, scores: Dict) -> Dict:
+def _record(split, i: int, res: dict, scores: dict) -> dict:
     log_scale = math.log(split.y_std)
     val_std = float(res["val_nll"][i])
     constant = float(metrics.gaussian_nll(0.0, 1.0, split.y_val.astype(np.float64)))
@@ -442,7 +560,7 @@ def _record(split, i: int, res: Dict, scores: Dict) -> Dict:
     )
 
 
-def _embed_scales(per_epoch) -> Dict:
+def _embed_scales(per_epoch) -> dict:
     """First and last epoch's mean embedding std (an embedding network's; 0 for the others)."""
     if not per_epoch[0] > 0:
         return {}

@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-from typing import Callable, Dict, Optional
+from collections.abc import Callable
 
 import numpy as np
 import pyro
@@ -60,7 +60,7 @@ class GlobalNormClip(PyroOptim):
     ([-60.0, -80.0], 500.0)
     """
 
-    def __init__(self, optim_constructor, optim_args: Dict, max_norm: float = CLIP_NORM):
+    def __init__(self, optim_constructor, optim_args: dict, max_norm: float = CLIP_NORM):
         super().__init__(optim_constructor, optim_args)
         self.max_norm = float(max_norm)
         self.last_norm = float("nan")
@@ -99,12 +99,12 @@ def fit(
     beta: float = 0.0,
     epochs: int = 500,
     lr: float = 0.01,
-    batch_size: Optional[int] = None,
-    seed: Optional[int] = 0,
+    batch_size: int | None = None,
+    seed: int | None = 0,
     classification: bool = False,
-    model_kwargs: Optional[Dict] = None,
+    model_kwargs: dict | None = None,
     pass_num_data: bool = False,
-    on_epoch: Optional[Callable[[int, float], None]] = None,
+    on_epoch: Callable[[int, float], None] | None = None,
     progress: bool = False,
     clip_norm: float = CLIP_NORM,
     clear_param_store: bool = True,
@@ -147,15 +147,24 @@ def fit(
     table = M.partner_table(method, x.numpy(), y.numpy()) if method.uses_table else None
     full = not batch_size or batch_size >= n
     if table is not None and not full and batch_size % 2:
-        raise ValueError(f"{method.name} with minibatches: a batch holds anchors and their partners, so "
-                         f"batch_size must be even; got {batch_size}")
+        raise ValueError(
+            f"{method.name} with minibatches: a batch holds anchors and their partners, so "
+            f"batch_size must be even; got {batch_size}"
+        )
     optim, elbo = adam(lr, clip_norm), Trace_ELBO()
 
     def svi(batch: int, **pairing) -> SVI:
         # per-example loss: a likelihood mean over the batch, or the ELBO over the data size
         scale = 1.0 / (n if pass_num_data else batch)
-        trained = M.wrap(model, method, backend="pyro", classification=classification,
-                         alpha=alpha, beta=beta, **pairing)
+        trained = M.wrap(
+            model,
+            method,
+            backend="pyro",
+            classification=classification,
+            alpha=alpha,
+            beta=beta,
+            **pairing,
+        )
         return SVI(poutine.scale(trained, scale), poutine.scale(guide, scale), optim, elbo)
 
     # one SVI for the whole run, except with a table and minibatches (a handler per batch, below)
@@ -176,14 +185,20 @@ def fit(
             epoch_losses = [steps.step(x, y, **kw)]
         elif table is None:
             order = torch.randperm(n)
-            epoch_losses = [steps.step(x[idx], y[idx], **kw)
-                            for idx in order[: n - n % batch_size].split(int(batch_size))]
+            epoch_losses = [
+                steps.step(x[idx], y[idx], **kw)
+                for idx in order[: n - n % batch_size].split(int(batch_size))
+            ]
         else:
             # the partner must be in the batch: batches of anchors and their drawn partners, and
             # the perm that pairs them (a new handler per batch); numpy's draws seeded from torch's
-            batches = table.batches(int(batch_size), seed=int(torch.randint(2**62, ())), drop_last=True)
-            epoch_losses = [svi(len(idx), perm=torch.as_tensor(perm)).step(x[idx], y[idx], **kw)
-                            for idx, perm in itertools.islice(batches, n // batch_size)]
+            batches = table.batches(
+                int(batch_size), seed=int(torch.randint(2**62, ())), drop_last=True
+            )
+            epoch_losses = [
+                svi(len(idx), perm=torch.as_tensor(perm)).step(x[idx], y[idx], **kw)
+                for idx, perm in itertools.islice(batches, n // batch_size)
+            ]
         losses.append(float(np.mean(epoch_losses)))
         if bar is not None:
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
@@ -204,9 +219,9 @@ def fit_net(
     lr: float = 0.01,
     alpha: float = 0.5,
     beta: float = 0.0,
-    batch_size: Optional[int] = None,
+    batch_size: int | None = None,
     seed: int = 0,
-    on_epoch: Optional[Callable[[int, MLP, float], None]] = None,
+    on_epoch: Callable[[int, MLP, float], None] | None = None,
     progress: bool = False,
 ):
     """Train the experiments' MLP by maximum likelihood under ``method``; returns
@@ -215,11 +230,29 @@ def fit_net(
     method = M.METHODS[method] if isinstance(method, str) else method
     pyro.set_rng_seed(seed)  # the initial weights, then the training's draws
     x = np.asarray(x, np.float32).reshape(len(x), -1)
-    net = MLP(x.shape[1], tuple(method.hidden or hidden), n_classes if classification else 2,
-              embedding=method.embedding, variance_width=method.variance_width)
-    losses = fit(model_of(net, classification), None, x, y, method=method, alpha=alpha, beta=beta, epochs=epochs,
-                 lr=lr, batch_size=batch_size, seed=None, classification=classification, progress=progress,
-                 on_epoch=None if on_epoch is None else (lambda epoch, loss: on_epoch(epoch, net, loss)))
+    net = MLP(
+        x.shape[1],
+        tuple(method.hidden or hidden),
+        n_classes if classification else 2,
+        embedding=method.embedding,
+        variance_width=method.variance_width,
+    )
+    losses = fit(
+        model_of(net, classification),
+        None,
+        x,
+        y,
+        method=method,
+        alpha=alpha,
+        beta=beta,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        seed=None,
+        classification=classification,
+        progress=progress,
+        on_epoch=None if on_epoch is None else (lambda epoch, loss: on_epoch(epoch, net, loss)),
+    )
     return net, losses
 
 
@@ -245,7 +278,9 @@ def predict_proba(net: MLP, x, predictive: str = "marginal", draws: int = DEFAUL
     return p.log_density.exp().T.numpy().astype(np.float64)
 
 
-def predictive_draws(net: MLP, x, y=None, predictive: str = "marginal", draws: int = DEFAULT_NUM_DRAWS):
+def predictive_draws(
+    net: MLP, x, y=None, predictive: str = "marginal", draws: int = DEFAULT_NUM_DRAWS
+):
     """The regression network's predictive as Gaussian components ``(means, stds)``,
     arrays ``(S, n)`` in training units, and the log density per point at ``y``
     (None without ``y``): for an embedding network under ``predictive="marginal"``
@@ -253,31 +288,61 @@ def predictive_draws(net: MLP, x, y=None, predictive: str = "marginal", draws: i
     deterministic network (the mean embedding), one component."""
     if not (net.embedding and predictive == "marginal"):
         mu, sg = predict_regression(net, x)
-        ld = None if y is None else -(0.5 * math.log(2 * math.pi) + np.log(sg) + 0.5 * ((np.asarray(y) - mu) / sg) ** 2)
+        ld = (
+            None
+            if y is None
+            else -(
+                0.5 * math.log(2 * math.pi) + np.log(sg) + 0.5 * ((np.asarray(y) - mu) / sg) ** 2
+            )
+        )
         return mu[None], sg[None], ld
     xt = _tensor(np.asarray(x, np.float32).reshape(len(x), -1))
     p = marginal_predictive(model_of(net), xt, None if y is None else _tensor(y), num_draws=draws)
     ld = None if p.log_density is None else p.log_density.numpy().astype(np.float64)
-    return p.draw_means.numpy().astype(np.float64), p.draw_variances.sqrt().numpy().astype(np.float64), ld
+    return (
+        p.draw_means.numpy().astype(np.float64),
+        p.draw_variances.sqrt().numpy().astype(np.float64),
+        ld,
+    )
 
 
-def predictive_scores(net: MLP, x, y, y_scale: float, predictive: str = "marginal",
-                      test_draws: int = DEFAULT_NUM_DRAWS) -> Dict:
+def predictive_scores(
+    net: MLP,
+    x,
+    y,
+    y_scale: float,
+    predictive: str = "marginal",
+    test_draws: int = DEFAULT_NUM_DRAWS,
+) -> dict:
     """Test scores (original units of y) of :func:`predictive_draws`, by
     :func:`~pyro_mixup.experiments.metrics.mixture_scores`; embedding networks also
     get ``test_nll_mean_embedding``."""
     means, stds, ld = predictive_draws(net, x, y, predictive, test_draws)
     marginal = len(means) > 1 or (net.embedding and predictive == "marginal")
-    scores = dict(mixture_scores(means, stds, y, y_scale, log_density=ld),
-                  predictive="marginal" if marginal else "mean", predictive_draws=len(means))
+    scores = dict(
+        mixture_scores(means, stds, y, y_scale, log_density=ld),
+        predictive="marginal" if marginal else "mean",
+        predictive_draws=len(means),
+    )
     if net.embedding:
         mu, sg = predict_regression(net, x)
         scores["test_nll_mean_embedding"] = gaussian_scores(mu, sg, y, y_scale)["test_nll"]
     return scores
 
 
-def run_split(split, method_name: str, alpha: float, beta: float, epochs: int, lr: float, hidden, seed: int,
-              batch_size: Optional[int] = 0, predictive: str = "marginal", test_draws: int = DEFAULT_NUM_DRAWS) -> Dict:
+def run_split(
+    split,
+    method_name: str,
+    alpha: float,
+    beta: float,
+    epochs: int,
+    lr: float,
+    hidden,
+    seed: int,
+    batch_size: int | None = 0,
+    predictive: str = "marginal",
+    test_draws: int = DEFAULT_NUM_DRAWS,
+) -> dict:
     """The UCI protocol on one :class:`~pyro_mixup.experiments.data.Split`: train on
     its fitting rows, keep the weights of the epoch with the best validation NLL,
     score the test rows (original units of y, :func:`predictive_scores`).
@@ -292,8 +357,19 @@ def run_split(split, method_name: str, alpha: float, beta: float, epochs: int, l
         if val < best["val"]:
             best.update(val=val, epoch=epoch, state=copy.deepcopy(net.state_dict()))
 
-    net, losses = fit_net(method_name, split.x_fit, split.y_fit, hidden=hidden, epochs=epochs, lr=lr, alpha=alpha,
-                          beta=beta, batch_size=batch_size, seed=seed * 100003 + split.index, on_epoch=on_epoch)
+    net, losses = fit_net(
+        method_name,
+        split.x_fit,
+        split.y_fit,
+        hidden=hidden,
+        epochs=epochs,
+        lr=lr,
+        alpha=alpha,
+        beta=beta,
+        batch_size=batch_size,
+        seed=seed * 100003 + split.index,
+        on_epoch=on_epoch,
+    )
     if best["state"] is not None:
         net.load_state_dict(best["state"])
     y_val = np.asarray(split.y_val, np.float64)

@@ -16,7 +16,7 @@ import math
 import os
 import time
 from collections import defaultdict
-from typing import Dict, List
+from pathlib import Path
 
 import numpy as np
 
@@ -27,12 +27,25 @@ from .results import RecordStore, write_json
 
 #: The paper's grid (its toy experiments) plus 0.2.
 DEFAULT_ALPHAS = (0.01, 0.05, 0.1, 0.2, 0.5, 1.0)
-KEY_FIELDS = ("dataset", "method", "split", "alpha", "beta", "epochs", "backend", "batch_size", "lr", "seed", "hidden",
-              "predictive", "predictive_draws")
+KEY_FIELDS = (
+    "dataset",
+    "method",
+    "split",
+    "alpha",
+    "beta",
+    "epochs",
+    "backend",
+    "batch_size",
+    "lr",
+    "seed",
+    "hidden",
+    "predictive",
+    "predictive_draws",
+)
 SETTING_FIELDS = ("beta", "epochs", "backend", "batch_size", "lr", "seed", "hidden")
 
 
-def predictive_of(method: str, predictive: str, test_draws: int) -> Dict:
+def predictive_of(method: str, predictive: str, test_draws: int) -> dict:
     """The predictive a method's records are scored with: the marginal over
     ``test_draws`` embedding draws for an embedding network under ``--predictive
     marginal``, else the deterministic network (the mean embedding), one draw."""
@@ -45,7 +58,10 @@ def _worker_init(backend: str):
     """One XLA/torch thread per worker when --jobs > 1: the MLP's small ops run on
     one thread anyway, and two single-threaded workers train 1.6x as fast as one
     process with two threads (benchmarks/epoch_cost.py, docs/experiments.md)."""
-    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "")
+        + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    )
     os.environ["OMP_NUM_THREADS"] = "1"
     if backend == "numpyro":
         from .train_numpyro import use_compile_cache
@@ -59,7 +75,7 @@ def _worker_init(backend: str):
         pass
 
 
-def run_config(task: Dict) -> List[Dict]:
+def run_config(task: dict) -> list[dict]:
     """Train one dataset's methods of one graph (see ``train_numpyro.same_graph``) on its
     splits for each of its alphas; one record per (method, alpha, split)."""
     ds = D.load_dataset(task["path"], task["dataset"])
@@ -70,25 +86,42 @@ def run_config(task: Dict) -> List[Dict]:
     if task["backend"] == "numpyro":
         from . import train_numpyro as T
 
-        cfg = T.TrainConfig(epochs=task["epochs"], lr=task["lr"], batch_size=task["batch_size"], beta=task["beta"],
-                            predictive=task["predictive"], test_draws=task["test_draws"])
+        cfg = T.TrainConfig(
+            epochs=task["epochs"],
+            lr=task["lr"],
+            batch_size=task["batch_size"],
+            beta=task["beta"],
+            predictive=task["predictive"],
+            test_draws=task["test_draws"],
+        )
         groups = defaultdict(list)  # vmap needs equal shapes
         for s in splits:
             groups[(s.x_fit.shape, s.x_val.shape, s.x_test.shape)].append(s)
         for group in groups.values():
-            results.update(T.run_members(group, task["methods"], task["alphas"], cfg, task["seed"], hidden))
+            results.update(
+                T.run_members(group, task["methods"], task["alphas"], cfg, task["seed"], hidden)
+            )
     else:
         from . import train_pyro as P
 
         for m in task["methods"]:
-            for alpha in (task["alphas"] if METHODS[m].mixes else [0.0]):
+            for alpha in task["alphas"] if METHODS[m].mixes else [0.0]:
                 for s in splits:
-                    results[(m, alpha, s.index)] = P.run_split(s, m, alpha, task["beta"], task["epochs"], task["lr"],
-                                                               hidden, task["seed"], task["batch_size"],
-                                                               predictive=task["predictive"],
-                                                               test_draws=task["test_draws"])
+                    results[(m, alpha, s.index)] = P.run_split(
+                        s,
+                        m,
+                        alpha,
+                        task["beta"],
+                        task["epochs"],
+                        task["lr"],
+                        hidden,
+                        task["seed"],
+                        task["batch_size"],
+                        predictive=task["predictive"],
+                        test_draws=task["test_draws"],
+                    )
     seconds = time.perf_counter() - t0
-    n_fit = {s.index: int(len(s.y_fit)) for s in splits}
+    n_fit = {s.index: len(s.y_fit) for s in splits}
     recs = []
     for (m, alpha, k), r in results.items():
         rec = {"dataset": task["dataset"], "method": m, **{f: task[f] for f in SETTING_FIELDS}}
@@ -100,25 +133,41 @@ def run_config(task: Dict) -> List[Dict]:
     return recs
 
 
-def plan(args, datasets: Dict[str, D.Dataset], methods: List[str], alphas, store: RecordStore) -> List[Dict]:
+def plan(
+    args, datasets: dict[str, D.Dataset], methods: list[str], alphas, store: RecordStore
+) -> list[dict]:
     """One task per (dataset, graph): the methods, alphas and splits that lack a record."""
     from .train_numpyro import same_graph
 
     tasks = []
     for name, ds in datasets.items():
         splits = D.parse_splits(args.splits, ds.n_splits)
-        base = dict(dataset=name, path=ds.path, beta=float(args.beta), epochs=int(args.epochs),
-                    backend=args.backend, batch_size=int(args.batch_size), lr=float(args.lr), seed=int(args.seed),
-                    hidden="-".join(map(str, args.hidden)), predictive=args.predictive,
-                    test_draws=int(args.test_draws))
+        base = dict(
+            dataset=name,
+            path=ds.path,
+            beta=float(args.beta),
+            epochs=int(args.epochs),
+            backend=args.backend,
+            batch_size=int(args.batch_size),
+            lr=float(args.lr),
+            seed=int(args.seed),
+            hidden="-".join(map(str, args.hidden)),
+            predictive=args.predictive,
+            test_draws=int(args.test_draws),
+        )
         graphs = defaultdict(list)
         for m in methods:
             graphs[same_graph(METHODS[m]) if args.backend == "numpyro" else m].append(m)
         for group in graphs.values():
             todo_methods, todo_alphas, todo_splits = [], set(), set()
             for m in group:
-                for a in (alphas if METHODS[m].mixes else (0.0,)):
-                    key = {**base, "method": m, "alpha": float(a), **predictive_of(m, args.predictive, args.test_draws)}
+                for a in alphas if METHODS[m].mixes else (0.0,):
+                    key = {
+                        **base,
+                        "method": m,
+                        "alpha": float(a),
+                        **predictive_of(m, args.predictive, args.test_draws),
+                    }
                     missing = [k for k in splits if not store.has({**key, "split": k})]
                     if missing:
                         todo_methods.append(m)
@@ -126,8 +175,15 @@ def plan(args, datasets: Dict[str, D.Dataset], methods: List[str], alphas, store
                         todo_splits.update(missing)
             if todo_methods:
                 mixing = sorted(a for a in todo_alphas if a > 0)
-                tasks.append({**base, "methods": list(dict.fromkeys(todo_methods)), "alphas": mixing or sorted(todo_alphas),
-                              "splits": sorted(todo_splits), "cost": _cost(ds, todo_methods, mixing, todo_splits)})
+                tasks.append(
+                    {
+                        **base,
+                        "methods": list(dict.fromkeys(todo_methods)),
+                        "alphas": mixing or sorted(todo_alphas),
+                        "splits": sorted(todo_splits),
+                        "cost": _cost(ds, todo_methods, mixing, todo_splits),
+                    }
+                )
     # the longest first: with --jobs, the last task to finish is then a short one
     return sorted(tasks, key=lambda t: -t["cost"])
 
@@ -139,7 +195,7 @@ def _cost(ds: D.Dataset, methods, alphas, splits) -> float:
     return float(rows * members * (2.5 if METHODS[methods[0]].embedding else 1.0))
 
 
-def selected(records: List[Dict], datasets, methods, splits_of) -> Dict:
+def selected(records: list[dict], datasets, methods, splits_of) -> dict:
     """Per (dataset, method): the alpha with the lowest mean validation NLL among the alphas
     that have every requested split, and that alpha's records."""
     by = defaultdict(lambda: defaultdict(dict))
@@ -164,11 +220,15 @@ def selected(records: List[Dict], datasets, methods, splits_of) -> Dict:
     return out
 
 
-def write_markdown(path: str, records: List[Dict], datasets, methods, splits_of, settings: Dict) -> Dict:
+def write_markdown(
+    path: str, records: list[dict], datasets, methods, splits_of, settings: dict
+) -> dict:
     sel = selected(records, datasets, methods, splits_of)
     lines = ["# UCI regression: test NLL (mean ± std over splits)\n"]
     lines.append(
-        "Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()) + ". alpha chosen per dataset and "
+        "Settings: "
+        + ", ".join(f"{k}={v}" for k, v in settings.items())
+        + ". alpha chosen per dataset and "
         "method by the mean validation NLL over the splits (table 'Chosen alpha'). Paper: Table 1 of El-Laham et al. "
         "(UAI 2025); `--` where the paper has no column.\n"
     )
@@ -181,14 +241,18 @@ def write_markdown(path: str, records: List[Dict], datasets, methods, splits_of,
         for m in methods:
             s = sel.get((d, m))
             if s is None:
-                row.append("--"); row_r.append("--"); row_a.append("--")
+                row.append("--")
+                row_r.append("--")
+                row_a.append("--")
                 continue
             nll = [r["test_nll"] for r in s["records"]]
             means[m] = float(np.mean(nll))
             row.append(mean_std(nll))
             row_r.append(mean_std([r["test_rmse"] for r in s["records"]]))
             row_a.append("--" if not METHODS[m].mixes else f"{s['alpha']:g}")
-        rows.append(row); rows_rmse.append(row_r); rows_alpha.append(row_a)
+        rows.append(row)
+        rows_rmse.append(row_r)
+        rows_alpha.append(row_a)
         fam = {m: v for m, v in means.items() if m in PROBMIX_FAMILY and np.isfinite(v)}
         best_m = min(fam, key=fam.get) if fam else None
         paper = PAPER_BEST.get(d)
@@ -198,7 +262,9 @@ def write_markdown(path: str, records: List[Dict], datasets, methods, splits_of,
             best_probmix_method=best_m,
             paper_best=None if paper is None else paper[0],
             paper_best_method=None if paper is None else paper[1],
-            beats_erm=None if best_m is None or "erm" not in means else bool(fam[best_m] < means["erm"]),
+            beats_erm=None
+            if best_m is None or "erm" not in means
+            else bool(fam[best_m] < means["erm"]),
             beats_paper=None if best_m is None or paper is None else bool(fam[best_m] <= paper[0]),
             splits=len(splits_of[d]),
         )
@@ -206,28 +272,67 @@ def write_markdown(path: str, records: List[Dict], datasets, methods, splits_of,
     lines += ["## Test RMSE (ours)\n", markdown_table(header, rows_rmse), ""]
     lines += ["## Chosen alpha\n", markdown_table(header, rows_alpha), ""]
     pcols = ["erm", "mix", "m-mix", "lock-m-mix", "probmix", "m-probmix", "lock-m-probmix"]
-    prow = [[d] + [("--" if PAPER_TABLE1.get(d, {}).get(c) is None else f"{PAPER_TABLE1[d][c]:.2f}") for c in pcols]
-            + [f"{PAPER_BEST[d][0]:.2f} ({PAPER_BEST[d][1]})" if d in PAPER_BEST else "--"] for d in datasets]
-    lines += ["## Paper, Table 1 (test NLL)\n", markdown_table(["dataset"] + pcols + ["best in paper"], prow), ""]
+    prow = [
+        [d]
+        + [
+            ("--" if PAPER_TABLE1.get(d, {}).get(c) is None else f"{PAPER_TABLE1[d][c]:.2f}")
+            for c in pcols
+        ]
+        + [f"{PAPER_BEST[d][0]:.2f} ({PAPER_BEST[d][1]})" if d in PAPER_BEST else "--"]
+        for d in datasets
+    ]
+    lines += [
+        "## Paper, Table 1 (test NLL)\n",
+        markdown_table(["dataset"] + pcols + ["best in paper"], prow),
+        "",
+    ]
     srow = []
     for d, s in summary.items():
-        srow.append([d, s["splits"], "--" if s["erm"] is None else f"{s['erm']:.2f}",
-                     "--" if s["best_probmix"] is None else f"{s['best_probmix']:.2f} ({s['best_probmix_method']})",
-                     "--" if s["paper_best"] is None else f"{s['paper_best']:.2f} ({s['paper_best_method']})",
-                     {True: "yes", False: "no", None: "--"}[s["beats_erm"]],
-                     {True: "yes", False: "no", None: "--"}[s["beats_paper"]]])
+        srow.append(
+            [
+                d,
+                s["splits"],
+                "--" if s["erm"] is None else f"{s['erm']:.2f}",
+                "--"
+                if s["best_probmix"] is None
+                else f"{s['best_probmix']:.2f} ({s['best_probmix_method']})",
+                "--"
+                if s["paper_best"] is None
+                else f"{s['paper_best']:.2f} ({s['paper_best_method']})",
+                {True: "yes", False: "no", None: "--"}[s["beats_erm"]],
+                {True: "yes", False: "no", None: "--"}[s["beats_paper"]],
+            ]
+        )
     n_erm = sum(1 for s in summary.values() if s["beats_erm"])
     n_pap = sum(1 for s in summary.values() if s["beats_paper"])
-    lines += ["## Goals\n", markdown_table(
-        ["dataset", "splits", "ERM", "best ProbMix family", "paper best", "below ERM", "at/below paper best"], srow), "",
+    lines += [
+        "## Goals\n",
+        markdown_table(
+            [
+                "dataset",
+                "splits",
+                "ERM",
+                "best ProbMix family",
+                "paper best",
+                "below ERM",
+                "at/below paper best",
+            ],
+            srow,
+        ),
+        "",
         f"Best ProbMix-family NLL below ERM on {n_erm} of {len(summary)} datasets; at or below the paper's best on "
-        f"{n_pap} of {len(summary)}.", ""]
+        f"{n_pap} of {len(summary)}.",
+        "",
+    ]
     secs = defaultdict(float)
     for r in records:
         secs[(r["dataset"], r["method"])] += r.get("seconds", 0.0)
     trow = [[d] + [f"{secs[(d, m)]:.0f}" for m in methods] for d in datasets]
-    lines += ["## Training time (seconds, summed over splits and the alpha grid, this machine)\n",
-              markdown_table(header, trow), ""]
+    lines += [
+        "## Training time (seconds, summed over splits and the alpha grid, this machine)\n",
+        markdown_table(header, trow),
+        "",
+    ]
     with open(path, "w") as f:
         f.write("\n".join(lines))
     return summary
@@ -252,8 +357,10 @@ def run(args) -> int:
     if args.batch_size < 0:
         raise ValueError("--batch-size must be 0 (full batch) or positive")
     if args.backend == "numpyro" and args.batch_size % 2:
-        raise ValueError(f"--batch-size {args.batch_size}: a minibatch holds anchors and their partners, so it must "
-                         "be even (or 0 for full batch)")
+        raise ValueError(
+            f"--batch-size {args.batch_size}: a minibatch holds anchors and their partners, so it must "
+            "be even (or 0 for full batch)"
+        )
     splits_of = {n: D.parse_splits(args.splits, ds.n_splits) for n, ds in datasets.items()}
     os.makedirs(args.out, exist_ok=True)
     jpath = os.path.join(args.out, "uci.json")
@@ -264,11 +371,17 @@ def run(args) -> int:
         from .train_numpyro import use_compile_cache
 
         use_compile_cache()
-    print(f"uci: {len(datasets)} dataset(s), {len(methods)} method(s), alphas {alphas}, "
-          f"{len(tasks)} configuration(s) to train ({len(store.records)} record(s) already in {jpath})", flush=True)
+    print(
+        f"uci: {len(datasets)} dataset(s), {len(methods)} method(s), alphas {alphas}, "
+        f"{len(tasks)} configuration(s) to train ({len(store.records)} record(s) already in {jpath})",
+        flush=True,
+    )
     t0 = time.perf_counter()
-    bar = tqdm(total=sum(len(t["splits"]) * len(t["alphas"]) * len(t["methods"]) for t in tasks), unit="run",
-               disable=args.quiet)
+    bar = tqdm(
+        total=sum(len(t["splits"]) * len(t["alphas"]) * len(t["methods"]) for t in tasks),
+        unit="run",
+        disable=args.quiet,
+    )
 
     def done_task(task, recs):
         store.add(recs)
@@ -279,8 +392,12 @@ def run(args) -> int:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                                 initargs=(args.backend,)) as ex:
+        with ProcessPoolExecutor(
+            args.jobs,
+            mp_context=mp.get_context("spawn"),
+            initializer=_worker_init,
+            initargs=(args.backend,),
+        ) as ex:
             futs = {ex.submit(run_config, t): t for t in tasks}
             for f in as_completed(futs):
                 done_task(futs[f], f.result())
@@ -289,26 +406,63 @@ def run(args) -> int:
             done_task(t, run_config(t))
     bar.close()
     wall = time.perf_counter() - t0
-    settings = dict(epochs=args.epochs, backend=args.backend, batch_size=args.batch_size or "full", lr=args.lr,
-                    hidden="-".join(map(str, args.hidden)), beta=args.beta, seed=args.seed,
-                    alphas=",".join(f"{a:g}" for a in alphas), predictive=args.predictive, test_draws=args.test_draws)
-    want = dict(epochs=args.epochs, backend=args.backend, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                beta=args.beta, hidden=settings["hidden"])
-    mine = [r for r in store.records if all(r.get(k) == v for k, v in want.items())
-            and all(r.get(k) == v for k, v in predictive_of(r["method"], args.predictive, args.test_draws).items())
-            and r["dataset"] in datasets and r["split"] in splits_of[r["dataset"]]
-            and (r["alpha"] in alphas or not METHODS[r["method"]].mixes)]
+    settings = dict(
+        epochs=args.epochs,
+        backend=args.backend,
+        batch_size=args.batch_size or "full",
+        lr=args.lr,
+        hidden="-".join(map(str, args.hidden)),
+        beta=args.beta,
+        seed=args.seed,
+        alphas=",".join(f"{a:g}" for a in alphas),
+        predictive=args.predictive,
+        test_draws=args.test_draws,
+    )
+    want = dict(
+        epochs=args.epochs,
+        backend=args.backend,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        beta=args.beta,
+        hidden=settings["hidden"],
+    )
+    mine = [
+        r
+        for r in store.records
+        if all(r.get(k) == v for k, v in want.items())
+        and all(
+            r.get(k) == v
+            for k, v in predictive_of(r["method"], args.predictive, args.test_draws).items()
+        )
+        and r["dataset"] in datasets
+        and r["split"] in splits_of[r["dataset"]]
+        and (r["alpha"] in alphas or not METHODS[r["method"]].mixes)
+    ]
     md = os.path.join(args.out, "uci.md")
     summary = write_markdown(md, mine, list(datasets), methods, splits_of, settings)
-    print(open(md).read())
+    print(Path(md).read_text())
     untrained = [r for r in mine if r.get("learned") is False]
     print(f"wall time of this invocation: {wall:.1f} s; wrote {jpath} and {md}")
-    write_json(os.path.join(args.out, "uci_summary.json"),
-               dict(summary=summary, wall_seconds_last_invocation=wall, settings=settings,
-                    untrained=[{k: r[k] for k in ("dataset", "method", "alpha", "split")} for r in untrained]))
+    write_json(
+        os.path.join(args.out, "uci_summary.json"),
+        dict(
+            summary=summary,
+            wall_seconds_last_invocation=wall,
+            settings=settings,
+            untrained=[
+                {k: r[k] for k in ("dataset", "method", "alpha", "split")} for r in untrained
+            ],
+        ),
+    )
     if untrained:
-        runs = ", ".join(f"{r['dataset']}/{r['method']}/alpha={r['alpha']:g}/split {r['split']}" for r in untrained[:10])
-        print(f"pyro-mixup: error: {len(untrained)} run(s) ended no better on validation than a constant prediction "
-              f"(the network did not train): {runs}{' ...' if len(untrained) > 10 else ''}")
+        runs = ", ".join(
+            f"{r['dataset']}/{r['method']}/alpha={r['alpha']:g}/split {r['split']}"
+            for r in untrained[:10]
+        )
+        print(
+            f"pyro-mixup: error: {len(untrained)} run(s) ended no better on validation than a constant prediction "
+            f"(the network did not train): {runs}{' ...' if len(untrained) > 10 else ''}"
+        )
         return 1
     return 0

@@ -17,16 +17,16 @@ from .predictive import marginal_predictive, mean_embedding
 from .primitives import embed, mixable
 
 __all__ = [
-    "UnsupportedDistributionError",
     "MixupUsageError",
-    "log_linear_pool",
-    "pool_pairs",
-    "register",
+    "UnsupportedDistributionError",
     "embed",
-    "mixable",
     "handlers",
-    "probmix",
-    "mixup",
+    "log_linear_pool",
     "marginal_predictive",
     "mean_embedding",
+    "mixable",
+    "mixup",
+    "pool_pairs",
+    "probmix",
+    "register",
 ]

@@ -39,15 +39,21 @@ ops = SimpleNamespace(
     isfinite=jnp.isfinite,
     logical_and=jnp.logical_and,
     # see the torch backend: a logit of probability 0 or 1 made finite
-    clip_to_finite=lambda x: jnp.clip(x, -jnp.finfo(x.dtype).max ** 0.5, jnp.finfo(x.dtype).max ** 0.5),
+    clip_to_finite=lambda x: jnp.clip(
+        x, -(jnp.finfo(x.dtype).max ** 0.5), jnp.finfo(x.dtype).max ** 0.5
+    ),
     # for the targets
     where=jnp.where,
     stack=jnp.stack,
     log_softmax=jax.nn.log_softmax,
     softmax=jax.nn.softmax,
-    one_hot=lambda value, k, like: jax.nn.one_hot(jnp.asarray(value, jnp.int32), k, dtype=jnp.result_type(like)),
+    one_hot=lambda value, k, like: jax.nn.one_hot(
+        jnp.asarray(value, jnp.int32), k, dtype=jnp.result_type(like)
+    ),
     cast_like=lambda x, like: jnp.asarray(x, jnp.result_type(like)),
-    floating=lambda x: x if jnp.issubdtype(jnp.result_type(x), jnp.floating) else jnp.asarray(x, float),
+    floating=lambda x: (
+        x if jnp.issubdtype(jnp.result_type(x), jnp.floating) else jnp.asarray(x, float)
+    ),
     sum_rightmost=lambda x, k: x.sum(tuple(range(-k, 0))),
 )
 
@@ -73,7 +79,10 @@ _CLASSES = {
         (nd.MultivariateNormal, nd.MultivariateNormal),
         (nd.LowRankMultivariateNormal, nd.MultivariateNormal),
     ],
-    "Bernoulli": [(nd.BernoulliProbs, nd.BernoulliLogits), (nd.BernoulliLogits, nd.BernoulliLogits)],
+    "Bernoulli": [
+        (nd.BernoulliProbs, nd.BernoulliLogits),
+        (nd.BernoulliLogits, nd.BernoulliLogits),
+    ],
     "Categorical": [
         (nd.CategoricalProbs, nd.CategoricalLogits),
         (nd.CategoricalLogits, nd.CategoricalLogits),
@@ -84,7 +93,10 @@ _CLASSES = {
         (nd.MultinomialLogits, nd.MultinomialLogits),
     ],
     "Poisson": [(nd.Poisson, nd.Poisson)],
-    "Geometric": [(nd.GeometricProbs, nd.GeometricLogits), (nd.GeometricLogits, nd.GeometricLogits)],
+    "Geometric": [
+        (nd.GeometricProbs, nd.GeometricLogits),
+        (nd.GeometricLogits, nd.GeometricLogits),
+    ],
     "NegativeBinomial": [
         (nd.NegativeBinomialProbs, nd.NegativeBinomialLogits),
         (nd.NegativeBinomialLogits, nd.NegativeBinomialLogits),
@@ -112,7 +124,11 @@ _PARAM_OVERRIDES = {
 
 
 def _classes():
-    return {cls: (FAMILY_BY_CLASS_NAME[name], out) for name, pairs in _CLASSES.items() for cls, out in pairs}
+    return {
+        cls: (FAMILY_BY_CLASS_NAME[name], out)
+        for name, pairs in _CLASSES.items()
+        for cls, out in pairs
+    }
 
 
 _WRAPPERS = {
@@ -200,7 +216,9 @@ class NumPyroBackend(PoolingBackend):
         dtype = jnp.result_type(perm) if isinstance(perm, jax.Array) else np.asarray(perm).dtype
         if not jnp.issubdtype(dtype, jnp.integer):
             shown = perm if isinstance(perm, jax.core.Tracer) else np.asarray(perm).tolist()[:20]
-            raise ValueError(f"perm must hold integer indices (floats would be truncated); got {dtype} {shown}")
+            raise ValueError(
+                f"perm must hold integer indices (floats would be truncated); got {dtype} {shown}"
+            )
         return jnp.asarray(perm, dtype=jnp.int32)
 
     @staticmethod
@@ -208,7 +226,11 @@ class NumPyroBackend(PoolingBackend):
         if key is None:
             return
         typed = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-        raw = isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32 and key.shape[-1:] == (2,)
+        raw = (
+            isinstance(key, (jax.Array, np.ndarray))
+            and key.dtype == np.uint32
+            and key.shape[-1:] == (2,)
+        )
         if not (typed or raw):
             raise ValueError(
                 f"rng_key must be a JAX PRNG key, jax.random.key(seed) or jax.random.PRNGKey(seed); got {key!r}"

@@ -36,7 +36,14 @@ from ..core.inference_data import (
 )
 from ..core.plain_model import refuse_active_handlers
 
-__all__ = ["full_plates", "model_sites", "run_test_model", "mcmc_draws", "mcmc_sample_stats", "SAMPLE_STATS_NAMES"]
+__all__ = [
+    "SAMPLE_STATS_NAMES",
+    "full_plates",
+    "mcmc_draws",
+    "mcmc_sample_stats",
+    "model_sites",
+    "run_test_model",
+]
 
 # NumPyro's extra_fields under ArviZ's sample_stats names (as az.from_numpyro).
 SAMPLE_STATS_NAMES = {
@@ -97,7 +104,9 @@ def model_sites(trace) -> ModelSites:
     return ModelSites(latent, deterministic, observed)
 
 
-def run_test_model(model, guide, params, samples, args, kwargs, num_samples=100, rng_seed=0, same_rows=False) -> TestRuns:
+def run_test_model(
+    model, guide, params, samples, args, kwargs, num_samples=100, rng_seed=0, same_rows=False
+) -> TestRuns:
     """Run ``model(*args, **kwargs)`` once per posterior draw and collect NumPy arrays.
 
     :param guide, params: a NumPyro guide and its fitted parameters, drawn
@@ -117,35 +126,55 @@ def run_test_model(model, guide, params, samples, args, kwargs, num_samples=100,
         proto = handlers.trace(handlers.seed(model, k_run)).get_trace(*args, **kwargs)
     sites = model_sites(proto)
     if not sites.latent:
-        raise ValueError("the model has no latent sites when run on the test data: there is no posterior to draw from")
+        raise ValueError(
+            "the model has no latent sites when run on the test data: there is no posterior to draw from"
+        )
     if samples is None:
-        guide_trace = handlers.trace(handlers.substitute(handlers.seed(full_plates(guide), k_post), data=params))
+        guide_trace = handlers.trace(
+            handlers.substitute(handlers.seed(full_plates(guide), k_post), data=params)
+        )
         refuse_uncovered_latents(sites, guide_trace.get_trace(*args, **kwargs))
-        predictive = Predictive(model, guide=full_plates(guide), params=params, num_samples=num_samples,
-                                return_sites=list(sites.latent))
-        samples = {k: v for k, v in predictive(k_post, *args, **kwargs).items() if k in sites.latent}
+        predictive = Predictive(
+            model,
+            guide=full_plates(guide),
+            params=params,
+            num_samples=num_samples,
+            return_sites=list(sites.latent),
+        )
+        samples = {
+            k: v for k, v in predictive(k_post, *args, **kwargs).items() if k in sites.latent
+        }
     else:
         samples = latent_draws(samples, sites)
-        refuse_row_latents(sites, {n: [f.name for f in proto[n]["cond_indep_stack"]] for n in proto}, same_rows)
+        refuse_row_latents(
+            sites, {n: [f.name for f in proto[n]["cond_indep_stack"]] for n in proto}, same_rows
+        )
     samples = fit_latent_shapes(samples, {k: np.shape(proto[k]["value"]) for k in sites.latent})
     num_draws = next(iter(samples.values())).shape[0]
 
     def one_draw(draw, k):
         k_model, k_pred = jax.random.split(k)
         with _LeakDetector():
-            tr = handlers.trace(handlers.substitute(handlers.seed(model, k_model), data=draw)).get_trace(*args, **kwargs)
+            tr = handlers.trace(
+                handlers.substitute(handlers.seed(model, k_model), data=draw)
+            ).get_trace(*args, **kwargs)
         log_lik = {n: tr[n]["fn"].log_prob(tr[n]["value"]) for n in sites.observed}
-        predictive = {n: tr[n]["fn"].sample(jax.random.fold_in(k_pred, i)) for i, n in enumerate(sites.observed)}
+        predictive = {
+            n: tr[n]["fn"].sample(jax.random.fold_in(k_pred, i))
+            for i, n in enumerate(sites.observed)
+        }
         posterior = {n: tr[n]["value"] for n in sites.latent + sites.deterministic}
         return log_lik, predictive, posterior
 
-    log_lik, predictive, posterior = jax.jit(jax.vmap(one_draw))(samples, jax.random.split(k_run, num_draws))
+    log_lik, predictive, posterior = jax.jit(jax.vmap(one_draw))(
+        samples, jax.random.split(k_run, num_draws)
+    )
     layouts = {}
     for n in sites.latent + sites.observed:
         layouts[n] = SiteLayout(_plates(proto[n]), len(proto[n]["fn"].batch_shape))
     for n in sites.deterministic:
         layouts[n] = SiteLayout(_plates(proto[n]), np.ndim(proto[n]["value"]))
-    as_numpy = lambda d: {k: np.asarray(v) for k, v in d.items()}  # noqa: E731
+    as_numpy = lambda d: {k: np.asarray(v) for k, v in d.items()}
     return TestRuns(
         posterior=as_numpy(posterior),
         log_likelihood=as_numpy(log_lik),

@@ -31,11 +31,17 @@ from .backend import BACKEND
 from .distributions import PairedTarget, SoftLabelTarget
 from .random import KeyedRandom
 
-__all__ = ["ProbMixMessenger", "MixupMessenger", "probmix", "mixup"]
+__all__ = ["MixupMessenger", "ProbMixMessenger", "mixup", "probmix"]
 
 #: NumPyro's MCMC driver and kernels (any of them on the call stack means MCMC runs the model).
-_MCMC_MODULES = ("numpyro.infer.mcmc", "numpyro.infer.hmc", "numpyro.infer.barker", "numpyro.infer.sa",
-                 "numpyro.infer.ensemble", "numpyro.infer.mixed_hmc")
+_MCMC_MODULES = (
+    "numpyro.infer.mcmc",
+    "numpyro.infer.hmc",
+    "numpyro.infer.barker",
+    "numpyro.infer.sa",
+    "numpyro.infer.ensemble",
+    "numpyro.infer.mixed_hmc",
+)
 
 
 def _plates(msg):
@@ -43,7 +49,11 @@ def _plates(msg):
         return msg["cond_indep_stack"]
     # numpyro.plate fills cond_indep_stack only for its own message types;
     # for embed / mixable read the plates on the handler stack.
-    return [CondIndepStackFrame(h.name, h.dim, h.subsample_size) for h in _PYRO_STACK if isinstance(h, numpyro.plate)]
+    return [
+        CondIndepStackFrame(h.name, h.dim, h.subsample_size)
+        for h in _PYRO_STACK
+        if isinstance(h, numpyro.plate)
+    ]
 
 
 class NumPyroEffects:
@@ -65,7 +75,9 @@ class NumPyroEffects:
         """Draw ``index`` of an embed layer's distribution, from the layer's own key."""
         key = msg["kwargs"].get("rng_key")
         if key is None:
-            return msg["fn"](dist, rng_key=None)  # refuses, naming the layer: no seed around the model
+            return msg["fn"](
+                dist, rng_key=None
+            )  # refuses, naming the layer: no seed around the model
         return dist.rsample(jax.random.fold_in(key, index))
 
     @staticmethod
@@ -89,7 +101,9 @@ class NumPyroEffects:
     @staticmethod
     def split_mask(msg):
         fn = msg["fn"]
-        if type(fn) is not nd.MaskedDistribution or fn._mask is True:  # a constant mask is a Python bool
+        if (
+            type(fn) is not nd.MaskedDistribution or fn._mask is True
+        ):  # a constant mask is a Python bool
             return (fn.base_dist if type(fn) is nd.MaskedDistribution else fn), None
         base = fn.base_dist
         return base, jnp.broadcast_to(jnp.asarray(fn._mask, dtype=bool), base.batch_shape)
@@ -196,9 +210,16 @@ def _make_handler(messenger_cls, example):
     def handler(fn=None, **options):
         return messenger_cls(fn, **options)
 
-    return dress(handler, messenger_cls.kind, module=__name__, library="NumPyro",
-                 embed=":func:`~pyro_mixup.numpyro.embed`", mixable=":func:`~pyro_mixup.numpyro.mixable`",
-                 example=example, rng_key=_RNG_KEY)
+    return dress(
+        handler,
+        messenger_cls.kind,
+        module=__name__,
+        library="NumPyro",
+        embed=":func:`~pyro_mixup.numpyro.embed`",
+        mixable=":func:`~pyro_mixup.numpyro.mixable`",
+        example=example,
+        rng_key=_RNG_KEY,
+    )
 
 
 probmix = _make_handler(

@@ -26,7 +26,7 @@ from ..core.predictive import (
 )
 from .backend import BACKEND
 
-__all__ = ["mean_embedding", "marginal_predictive"]
+__all__ = ["marginal_predictive", "mean_embedding"]
 
 
 class mean_embedding(Messenger):
@@ -82,9 +82,19 @@ def _site(model_trace, guide_trace, site, params):
     return node
 
 
-def marginal_predictive(model, rng_key, *args, site: str = "y", num_draws: int = DEFAULT_NUM_DRAWS, guide=None,
-                        params=None, embedding: str = "sample", values=None, batch_size: int = 100,
-                        **kwargs) -> MarginalPredictive:
+def marginal_predictive(
+    model,
+    rng_key,
+    *args,
+    site: str = "y",
+    num_draws: int = DEFAULT_NUM_DRAWS,
+    guide=None,
+    params=None,
+    embedding: str = "sample",
+    values=None,
+    batch_size: int = 100,
+    **kwargs,
+) -> MarginalPredictive:
     """The predictive of ``site`` given the model's inputs, marginal over its embeddings.
 
     Runs ``model(*args, **kwargs)`` ``num_draws`` times (after ``guide``, replayed
@@ -130,7 +140,9 @@ def marginal_predictive(model, rng_key, *args, site: str = "y", num_draws: int =
     num_draws = check_predictive_options(num_draws, embedding, site)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
-    refuse_active_handlers(_PYRO_STACK)  # a `with probmix():` around the call would pair the test rows
+    refuse_active_handlers(
+        _PYRO_STACK
+    )  # a `with probmix():` around the call would pair the test rows
     model, guide = unwrap(model), None if guide is None else unwrap(guide)
     keys = jax.random.split(rng_key, num_draws)
     # one draw first settles what is static: the site, whether it is observed, whether it has moments
@@ -157,6 +169,8 @@ def marginal_predictive(model, rng_key, *args, site: str = "y", num_draws: int =
         draw_means=draws.get("mean"),
         draw_variances=draws.get("variance"),
         samples=draws["sample"],
-        log_density=mixture_log_density(draws["log_prob"], logsumexp) if values is not None else None,
+        log_density=mixture_log_density(draws["log_prob"], logsumexp)
+        if values is not None
+        else None,
         embedding=embedding,
     )

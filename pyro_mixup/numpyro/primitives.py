@@ -20,8 +20,17 @@ def _mixable(tensor, event_dim=None, dim=None):
 
 def _send(kind, name, fn, arg, kwargs):
     """A message of our own type through NumPyro's handler stack; its value."""
-    msg = {"type": kind, "name": name, "fn": fn, "args": (arg,), "kwargs": kwargs, "value": None,
-           "scale": None, "cond_indep_stack": [], "infer": {}}
+    msg = {
+        "type": kind,
+        "name": name,
+        "fn": fn,
+        "args": (arg,),
+        "kwargs": kwargs,
+        "value": None,
+        "scale": None,
+        "cond_indep_stack": [],
+        "infer": {},
+    }
     return apply_stack(msg)["value"]
 
 
@@ -70,7 +79,9 @@ def embed(name: str, distribution, *, dim=None, rng_key=None):
             raise _no_key(name)
         return distribution.rsample(rng_key)
     if rng_key is None:
-        rng_key = numpyro.prng_key()  # None without a seed: refused when (and only if) a draw is made
+        rng_key = (
+            numpyro.prng_key()
+        )  # None without a seed: refused when (and only if) a draw is made
 
     def draw(distribution, dim=None, rng_key=None):
         if rng_key is None:  # a handler such as mean_embedding may answer without a draw

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 import jax
 import jax.numpy as jnp
-from jax import lax, random
+import numpy as np
 import numpyro
+from jax import lax, random
 from numpyro.primitives import _PYRO_STACK
 
 # ---------------------------------------------------------------------------
@@ -177,7 +176,11 @@ class KeyedRandom:
         self._stream = None
         self._table = None
         if table is not None:
-            cum = None if table.probs is None else jnp.asarray(np.cumsum(table.probs, axis=1), jnp.result_type(float))
+            cum = (
+                None
+                if table.probs is None
+                else jnp.asarray(np.cumsum(table.probs, axis=1), jnp.result_type(float))
+            )
             self._table = (jnp.asarray(table.candidates, dtype=jnp.int32), cum)
 
     def begin(self):

@@ -8,5 +8,14 @@ from .handlers import mixup, probmix
 from .predictive import marginal_predictive, mean_embedding
 from .primitives import embed, mixable
 
-__all__ = ["log_linear_pool", "pool_pairs", "register", "embed", "mixable", "probmix", "mixup",
-           "marginal_predictive", "mean_embedding"]
+__all__ = [
+    "embed",
+    "log_linear_pool",
+    "marginal_predictive",
+    "mean_embedding",
+    "mixable",
+    "mixup",
+    "pool_pairs",
+    "probmix",
+    "register",
+]

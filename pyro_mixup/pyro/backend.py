@@ -41,7 +41,9 @@ ops = SimpleNamespace(
     logical_and=torch.logical_and,
     # a logit of probability 0 or 1 made finite: exp() of it is still exactly 0, and
     # 0 * it is 0, not NaN; the square root of the largest float leaves room for counts
-    clip_to_finite=lambda x: x.clamp(-torch.finfo(x.dtype).max ** 0.5, torch.finfo(x.dtype).max ** 0.5),
+    clip_to_finite=lambda x: x.clamp(
+        -(torch.finfo(x.dtype).max ** 0.5), torch.finfo(x.dtype).max ** 0.5
+    ),
     # for the targets
     where=torch.where,
     stack=torch.stack,
@@ -63,7 +65,10 @@ def _classes():
                 table[cls] = (family, cls)
     # A low-rank Gaussian pools to a full-rank one (low rank is not closed under pooling).
     for module in (tdist, pdist):
-        table[module.LowRankMultivariateNormal] = (FAMILY_BY_CLASS_NAME["MultivariateNormal"], module.MultivariateNormal)
+        table[module.LowRankMultivariateNormal] = (
+            FAMILY_BY_CLASS_NAME["MultivariateNormal"],
+            module.MultivariateNormal,
+        )
     return table
 
 
@@ -108,7 +113,9 @@ class NaturalNormal(pdist.Normal):
 
     def expand(self, batch_shape, _instance=None):
         batch_shape = torch.Size(batch_shape)
-        return NaturalNormal(self.precision.expand(batch_shape), self.precision_loc.expand(batch_shape))
+        return NaturalNormal(
+            self.precision.expand(batch_shape), self.precision_loc.expand(batch_shape)
+        )
 
 
 class TorchBackend(PoolingBackend):
@@ -209,7 +216,9 @@ class TorchBackend(PoolingBackend):
     def index_array(perm):
         t = perm if isinstance(perm, torch.Tensor) else torch.as_tensor(np.asarray(perm))
         if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-            raise ValueError(f"perm must hold integer indices (floats would be truncated); got {t.dtype} {t.tolist()[:20]}")
+            raise ValueError(
+                f"perm must hold integer indices (floats would be truncated); got {t.dtype} {t.tolist()[:20]}"
+            )
         return t.long()
 
     @staticmethod

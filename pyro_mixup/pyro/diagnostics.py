@@ -38,7 +38,7 @@ from ..core.inference_data import (
 )
 from ..core.plain_model import LEAK_MESSAGE, HandlerLeakError, refuse_active_handlers
 
-__all__ = ["model_sites", "run_test_model", "mcmc_draws", "mcmc_sample_stats"]
+__all__ = ["mcmc_draws", "mcmc_sample_stats", "model_sites", "run_test_model"]
 
 
 def _stack():
@@ -112,7 +112,9 @@ def _chunks(full_size, size):
     import torch
 
     for start in range(0, full_size, size):
-        first = min(start, full_size - size)  # the last chunk ends at full_size and overlaps the one before
+        first = min(
+            start, full_size - size
+        )  # the last chunk ends at full_size and overlaps the one before
         yield torch.arange(first, first + size), slice(start - first, size)
 
 
@@ -143,7 +145,9 @@ def _score_once(model, data, args, kwargs, sites, plate):
         value = site["value"].detach().cpu().numpy()
         if name in sites.deterministic:
             out["posterior"][name] = value
-            layouts[name] = SiteLayout(_plates(site), len(fn.batch_shape))  # a Delta with the site's event_dim
+            layouts[name] = SiteLayout(
+                _plates(site), len(fn.batch_shape)
+            )  # a Delta with the site's event_dim
         elif name in sites.observed:
             out["log_likelihood"][name] = fn.log_prob(site["value"]).detach().cpu().numpy()
             out["posterior_predictive"][name] = fn.sample().detach().cpu().numpy()
@@ -164,8 +168,10 @@ def _score_all_rows(model, draw, args, kwargs, sites, subsampled):
     if subsampled is None:
         return _score_once(model, draw, args, kwargs, sites, None)[:2]
     plate, full_size, size = subsampled
-    parts = [_score_once(model, {**draw, plate: idx}, args, kwargs, sites, plate) + (keep,)
-             for idx, keep in _chunks(full_size, size)]
+    parts = [
+        _score_once(model, {**draw, plate: idx}, args, kwargs, sites, plate) + (keep,)
+        for idx, keep in _chunks(full_size, size)
+    ]
     out, layouts, axes, _ = parts[0]
     for group, by_site in out.items():
         for name in by_site:
@@ -181,8 +187,17 @@ def _score_all_rows(model, draw, args, kwargs, sites, subsampled):
     return out, layouts
 
 
-def run_test_model(model, guide, samples, args, kwargs, num_samples=100, rng_seed=0, progress=False,
-                   same_rows=False) -> TestRuns:
+def run_test_model(
+    model,
+    guide,
+    samples,
+    args,
+    kwargs,
+    num_samples=100,
+    rng_seed=0,
+    progress=False,
+    same_rows=False,
+) -> TestRuns:
     """Run ``model(*args, **kwargs)`` once per posterior draw and collect NumPy arrays.
 
     :param guide: a Pyro guide (parameters in the param store), drawn ``num_samples``
@@ -211,11 +226,16 @@ def run_test_model(model, guide, samples, args, kwargs, num_samples=100, rng_see
                 "diagnostics (subsample_size=None)"
             )
         if samples is not None:
-            plates_of = {n: [f.name for f in site["cond_indep_stack"]] for n, site in proto.nodes.items()
-                         if site["type"] == "sample"}
+            plates_of = {
+                n: [f.name for f in site["cond_indep_stack"]]
+                for n, site in proto.nodes.items()
+                if site["type"] == "sample"
+            }
             refuse_row_latents(sites, plates_of, same_rows)
-            samples = fit_latent_shapes(latent_draws(samples, sites),
-                                        {k: tuple(proto.nodes[k]["value"].shape) for k in sites.latent})
+            samples = fit_latent_shapes(
+                latent_draws(samples, sites),
+                {k: tuple(proto.nodes[k]["value"].shape) for k in sites.latent},
+            )
             num_draws = next(iter(samples.values())).shape[0]
         else:
             num_draws = num_samples

@@ -31,7 +31,7 @@ from . import random as torch_random
 from .backend import BACKEND
 from .distributions import PairedTarget, SoftLabelTarget
 
-__all__ = ["ProbMixMessenger", "MixupMessenger", "probmix", "mixup"]
+__all__ = ["MixupMessenger", "ProbMixMessenger", "mixup", "probmix"]
 
 
 def _inner(messenger):
@@ -57,7 +57,11 @@ class PyroEffects:
 
     @staticmethod
     def frames(msg):
-        return [f for f in msg["cond_indep_stack"] if f.dim is not None and f.name not in PARTICLE_PLATES]
+        return [
+            f
+            for f in msg["cond_indep_stack"]
+            if f.dim is not None and f.name not in PARTICLE_PLATES
+        ]
 
     @staticmethod
     def plate_depth(msg):
@@ -68,7 +72,11 @@ class PyroEffects:
         # pyro.deterministic records an observed Delta, pyro.factor an auxiliary
         # observed Unit, and obs_mask= an observed site masked out entirely:
         # none carries a likelihood of data to mix.
-        if msg["infer"].get("_deterministic") or msg["infer"].get("is_auxiliary") or msg["mask"] is False:
+        if (
+            msg["infer"].get("_deterministic")
+            or msg["infer"].get("is_auxiliary")
+            or msg["mask"] is False
+        ):
             return False
         fn = msg["fn"]
         return not (type(fn) is MaskedDistribution and fn._mask is False)
@@ -120,7 +128,12 @@ class PyroEffects:
     @staticmethod
     def inference_conditions():
         # MCMC's potential and Predictive condition the model on posterior draws of its latents
-        return called_from("pyro.infer.mcmc", "pyro.infer.predictive", "pyro.infer.importance", "pyro.infer.discrete")
+        return called_from(
+            "pyro.infer.mcmc",
+            "pyro.infer.predictive",
+            "pyro.infer.importance",
+            "pyro.infer.discrete",
+        )
 
     @staticmethod
     def is_real_support(support):
@@ -188,7 +201,9 @@ def _make_handler(messenger_cls, example):
 
     def handler(fn=None, **options):
         if fn is not None and not callable(fn):
-            raise ValueError(f"{fn!r} is not callable; did you mean to pass it as a keyword option?")
+            raise ValueError(
+                f"{fn!r} is not callable; did you mean to pass it as a keyword option?"
+            )
         msngr = messenger_cls(**options)
         if fn is None:
             return msngr
@@ -196,8 +211,16 @@ def _make_handler(messenger_cls, example):
         wrapped.mixup_handler = msngr  # what diagnostics.unwrap strips
         return wrapped
 
-    return dress(handler, messenger_cls.kind, module=__name__, library="Pyro", embed=":func:`~pyro_mixup.embed`",
-                 mixable=":func:`~pyro_mixup.mixable`", example=example, rng_key=None)
+    return dress(
+        handler,
+        messenger_cls.kind,
+        module=__name__,
+        library="Pyro",
+        embed=":func:`~pyro_mixup.embed`",
+        mixable=":func:`~pyro_mixup.mixable`",
+        example=example,
+        rng_key=None,
+    )
 
 
 probmix = _make_handler(

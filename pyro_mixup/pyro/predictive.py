@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
-
 from pyro.poutine.runtime import _PYRO_STACK
 
 from ..core.plain_model import refuse_active_handlers, unwrap
@@ -28,7 +27,7 @@ from ..core.predictive import (
 )
 from .backend import BACKEND
 
-__all__ = ["MeanEmbeddingMessenger", "mean_embedding", "marginal_predictive"]
+__all__ = ["MeanEmbeddingMessenger", "marginal_predictive", "mean_embedding"]
 
 
 class MeanEmbeddingMessenger(Messenger):
@@ -61,15 +60,23 @@ def _as_tensor(values, like):
     if torch.is_tensor(values):
         return values
     values = torch.as_tensor(values, device=like.device)
-    return values.to(like.dtype) if values.is_floating_point() and like.is_floating_point() else values
+    return (
+        values.to(like.dtype) if values.is_floating_point() and like.is_floating_point() else values
+    )
 
 
 def _site(trace, site, guide_trace):
     """The site's node, checked: present, a sample site, not the guide's, not subsampled."""
     node = trace.nodes.get(site)
     if node is None or node["type"] != "sample":
-        raise missing_site_error(site, [n for n, v in trace.nodes.items() if v["type"] == "sample"
-                                        and not v.get("is_auxiliary") and n != "_INPUT"])
+        raise missing_site_error(
+            site,
+            [
+                n
+                for n, v in trace.nodes.items()
+                if v["type"] == "sample" and not v.get("is_auxiliary") and n != "_INPUT"
+            ],
+        )
     if guide_trace is not None and site in guide_trace.nodes:
         raise latent_site_error(site, "guide")
     for f in node["cond_indep_stack"]:
@@ -79,8 +86,16 @@ def _site(trace, site, guide_trace):
 
 
 @torch.no_grad()
-def marginal_predictive(model, *args, site: str = "y", num_draws: int = DEFAULT_NUM_DRAWS, guide=None,
-                        embedding: str = "sample", values=None, **kwargs) -> MarginalPredictive:
+def marginal_predictive(
+    model,
+    *args,
+    site: str = "y",
+    num_draws: int = DEFAULT_NUM_DRAWS,
+    guide=None,
+    embedding: str = "sample",
+    values=None,
+    **kwargs,
+) -> MarginalPredictive:
     """The predictive of ``site`` given the model's inputs, marginal over its embeddings.
 
     Runs ``model(*args, **kwargs)`` ``num_draws`` times (after ``guide(*args,
@@ -119,7 +134,9 @@ def marginal_predictive(model, *args, site: str = "y", num_draws: int = DEFAULT_
         True
     """
     num_draws = check_predictive_options(num_draws, embedding, site)
-    refuse_active_handlers(_PYRO_STACK)  # a `with probmix():` around the call would pair the test rows
+    refuse_active_handlers(
+        _PYRO_STACK
+    )  # a `with probmix():` around the call would pair the test rows
     model, guide = unwrap(model), None if guide is None else unwrap(guide)
     means, variances, samples, log_probs = [], [], [], []
     for _ in range(num_draws):
@@ -146,6 +163,8 @@ def marginal_predictive(model, *args, site: str = "y", num_draws: int = DEFAULT_
         draw_means=torch.stack(means) if means else None,
         draw_variances=torch.stack(variances) if means else None,
         samples=torch.stack(samples),
-        log_density=mixture_log_density(torch.stack(log_probs), torch.logsumexp) if log_probs else None,
+        log_density=mixture_log_density(torch.stack(log_probs), torch.logsumexp)
+        if log_probs
+        else None,
         embedding=embedding,
     )

@@ -43,11 +43,22 @@ class TorchRandom:
             log_g = gamma.log() + u.log() / alpha
             return torch.sigmoid(log_g[0] - log_g[1])
         if n is None:
-            log_g1 = math.log(random.gammavariate(alpha + 1.0, 1.0)) + math.log(1.0 - random.random()) / alpha
-            log_g2 = math.log(random.gammavariate(alpha + 1.0, 1.0)) + math.log(1.0 - random.random()) / alpha
+            log_g1 = (
+                math.log(random.gammavariate(alpha + 1.0, 1.0))
+                + math.log(1.0 - random.random()) / alpha
+            )
+            log_g2 = (
+                math.log(random.gammavariate(alpha + 1.0, 1.0))
+                + math.log(1.0 - random.random()) / alpha
+            )
             return _sigmoid_of_log_ratio(log_g1, log_g2)
-        log_g = np.log(np.random.standard_gamma(alpha + 1.0, (2, n))) + np.log1p(-np.random.random_sample((2, n))) / alpha
-        return torch.as_tensor(0.5 * (1.0 + np.tanh(0.5 * (log_g[0] - log_g[1]))), dtype=torch.get_default_dtype())
+        log_g = (
+            np.log(np.random.standard_gamma(alpha + 1.0, (2, n)))
+            + np.log1p(-np.random.random_sample((2, n))) / alpha
+        )
+        return torch.as_tensor(
+            0.5 * (1.0 + np.tanh(0.5 * (log_g[0] - log_g[1]))), dtype=torch.get_default_dtype()
+        )
 
     @staticmethod
     def ones(n):
@@ -65,7 +76,11 @@ class TorchRandom:
             return lam
         # class labels and counts can be integer tensors: weights stay floating point
         dtype = like.dtype if like.is_floating_point() else torch.get_default_dtype()
-        return lam if lam.dtype == dtype and lam.device == like.device else lam.to(dtype=dtype, device=like.device)
+        return (
+            lam
+            if lam.dtype == dtype and lam.device == like.device
+            else lam.to(dtype=dtype, device=like.device)
+        )
 
     # --- partners -------------------------------------------------------------
     @staticmethod

@@ -62,31 +62,71 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--data-dir", default=default_data_dir(),
-                   help=f"folder holding <dataset>/data.txt etc. (default: ${DATA_ENV} or ../shared/data/uci)")
-    p.add_argument("--dataset", default="yacht", help="dataset name(s), comma-separated (default: yacht)")
-    p.add_argument("--splits", default="all", help="'all', ranges and lists such as 0-4 or 0,3,5 (default: all)")
-    p.add_argument("--methods", default="erm,probmix,m-probmix",
-                   help=f"comma-separated, from {','.join(BNN_METHODS)} (default: erm,probmix,m-probmix)")
+    p.add_argument(
+        "--data-dir",
+        default=default_data_dir(),
+        help=f"folder holding <dataset>/data.txt etc. (default: ${DATA_ENV} or ../shared/data/uci)",
+    )
+    p.add_argument(
+        "--dataset", default="yacht", help="dataset name(s), comma-separated (default: yacht)"
+    )
+    p.add_argument(
+        "--splits",
+        default="all",
+        help="'all', ranges and lists such as 0-4 or 0,3,5 (default: all)",
+    )
+    p.add_argument(
+        "--methods",
+        default="erm,probmix,m-probmix",
+        help=f"comma-separated, from {','.join(BNN_METHODS)} (default: erm,probmix,m-probmix)",
+    )
     p.add_argument("--backend", choices=("pyro", "numpyro"), default="pyro")
-    p.add_argument("--epochs", type=int, default=4000, help="SVI epochs (full-batch steps by default; default 4000)")
-    p.add_argument("--batch-size", type=int, default=None, help="minibatch size (default or 0: full batch)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=4000,
+        help="SVI epochs (full-batch steps by default; default 4000)",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="minibatch size (default or 0: full batch)"
+    )
     p.add_argument("--lr", type=float, default=0.005)
-    p.add_argument("--alpha", type=float, default=0.5, help="lam ~ Beta(alpha, alpha) (default 0.5)")
+    p.add_argument(
+        "--alpha", type=float, default=0.5, help="lam ~ Beta(alpha, alpha) (default 0.5)"
+    )
     p.add_argument("--hidden", default="50", help="hidden widths, comma-separated (default: 50)")
     p.add_argument("--prior-scale", type=float, default=1.0)
-    p.add_argument("--kl-weight", type=float, default=0.1,
-                   help="weight of the KL term in the ELBO (1: plain ELBO; <1: tempered posterior; default 0.1)")
-    p.add_argument("--num-samples", type=int, default=500, help="posterior draws for the test set (default 500)")
+    p.add_argument(
+        "--kl-weight",
+        type=float,
+        default=0.1,
+        help="weight of the KL term in the ELBO (1: plain ELBO; <1: tempered posterior; default 0.1)",
+    )
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        default=500,
+        help="posterior draws for the test set (default 500)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/bnn")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
-    p.add_argument("--summarise", action="store_true",
-                   help="train nothing: print the markdown tables over the datasets (NLL, coverage, splits won, RMSE) "
-                        "from the JSON files under --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bars (one summary line per run is still printed)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="retrain runs whose files exist (default: a run whose JSON matches these settings is kept)")
+    p.add_argument(
+        "--summarise",
+        action="store_true",
+        help="train nothing: print the markdown tables over the datasets (NLL, coverage, splits won, RMSE) "
+        "from the JSON files under --out",
+    )
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars (one summary line per run is still printed)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="retrain runs whose files exist (default: a run whose JSON matches these settings is kept)",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -105,20 +145,48 @@ def _fit_and_score(args, method, split, hidden, split_data):
         from . import models_pyro as M
 
         torch.manual_seed(args.seed + split)
-        model = M.make_model(method, split_data.x_train, split_data.y_train, hidden, args.prior_scale)
-        guide = M.fit(model, split_data.x_train, split_data.y_train, method=method, alpha=args.alpha,
-                      epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed + split,
-                      progress=not args.quiet, kl_weight=args.kl_weight)
+        model = M.make_model(
+            method, split_data.x_train, split_data.y_train, hidden, args.prior_scale
+        )
+        guide = M.fit(
+            model,
+            split_data.x_train,
+            split_data.y_train,
+            method=method,
+            alpha=args.alpha,
+            epochs=args.epochs,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            seed=args.seed + split,
+            progress=not args.quiet,
+            kl_weight=args.kl_weight,
+        )
         fit_s = time.time() - t0
-        idata = diagnostics.to_inference_data(model, guide, split_data.x_test, split_data.y_test,
-                                              num_samples=args.num_samples, rng_seed=args.seed + split)
+        idata = diagnostics.to_inference_data(
+            model,
+            guide,
+            split_data.x_test,
+            split_data.y_test,
+            num_samples=args.num_samples,
+            rng_seed=args.seed + split,
+        )
         return idata, fit_s, time.time() - t0 - fit_s
     from . import models_numpyro as M
 
     model = M.make_model(method, split_data.x_train, split_data.y_train, hidden, args.prior_scale)
-    guide, params = M.fit(model, split_data.x_train, split_data.y_train, method=method, alpha=args.alpha,
-                          epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed + split,
-                          progress=not args.quiet, kl_weight=args.kl_weight)
+    guide, params = M.fit(
+        model,
+        split_data.x_train,
+        split_data.y_train,
+        method=method,
+        alpha=args.alpha,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed + split,
+        progress=not args.quiet,
+        kl_weight=args.kl_weight,
+    )
     fit_s = time.time() - t0
     return _numpyro_inference_data(args, model, guide, params, split, split_data, fit_s)
 
@@ -127,9 +195,15 @@ def _numpyro_inference_data(args, model, guide, params, split, split_data, fit_s
     from ... import diagnostics
 
     t0 = time.time()
-    idata = diagnostics.to_inference_data(model, guide, np.asarray(split_data.x_test, np.float32),
-                                          np.asarray(split_data.y_test, np.float32), params=params,
-                                          num_samples=args.num_samples, rng_seed=args.seed + split)
+    idata = diagnostics.to_inference_data(
+        model,
+        guide,
+        np.asarray(split_data.x_test, np.float32),
+        np.asarray(split_data.y_test, np.float32),
+        params=params,
+        num_samples=args.num_samples,
+        rng_seed=args.seed + split,
+    )
     return idata, fit_s, time.time() - t0
 
 
@@ -146,10 +220,18 @@ def _fit_splits_and_score(args, method, hidden, split_datas):
         groups[(sd.x_train.shape, sd.y_train.shape)].append(sd)
     for group in groups.values():
         t0 = time.time()
-        fitted = M.fit_splits(method, [(sd.x_train, sd.y_train) for sd in group], hidden=hidden,
-                              prior_scale=args.prior_scale, alpha=args.alpha, epochs=args.epochs, lr=args.lr,
-                              seeds=[args.seed + sd.split for sd in group], kl_weight=args.kl_weight,
-                              progress=not args.quiet)
+        fitted = M.fit_splits(
+            method,
+            [(sd.x_train, sd.y_train) for sd in group],
+            hidden=hidden,
+            prior_scale=args.prior_scale,
+            alpha=args.alpha,
+            epochs=args.epochs,
+            lr=args.lr,
+            seeds=[args.seed + sd.split for sd in group],
+            kl_weight=args.kl_weight,
+            progress=not args.quiet,
+        )
         fit_s = (time.time() - t0) / len(group)
         for sd, (model, guide, params, _) in zip(group, fitted):
             yield (sd, *_numpyro_inference_data(args, model, guide, params, sd.split, sd, fit_s))
@@ -157,9 +239,18 @@ def _fit_splits_and_score(args, method, hidden, split_datas):
 
 def _settings(args, hidden) -> dict:
     """The options a finished run's JSON must match to be reused."""
-    return {"backend": args.backend, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-            "alpha": args.alpha, "hidden": list(hidden), "prior_scale": args.prior_scale,
-            "kl_weight": args.kl_weight, "num_samples": args.num_samples, "seed": args.seed}
+    return {
+        "backend": args.backend,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "alpha": args.alpha,
+        "hidden": list(hidden),
+        "prior_scale": args.prior_scale,
+        "kl_weight": args.kl_weight,
+        "num_samples": args.num_samples,
+        "seed": args.seed,
+    }
 
 
 def _finished(stem: Path, settings: dict, split_data, plots: bool) -> bool:
@@ -200,12 +291,20 @@ def run(args) -> int:
         out = Path(args.out) / dataset
         out.mkdir(parents=True, exist_ok=True)
         data = {k: raw_split(loaded[dataset], k) for k in splits}
-        todo = {m: [k for k in splits if args.overwrite
-                    or not _finished(out / f"{m}_split{k}", settings, data[k], plots=not args.no_plots)]
-                for m in methods}
+        todo = {
+            m: [
+                k
+                for k in splits
+                if args.overwrite
+                or not _finished(out / f"{m}_split{k}", settings, data[k], plots=not args.no_plots)
+            ]
+            for m in methods
+        }
         skipped = sum(len(splits) - len(v) for v in todo.values())
         if skipped:
-            tqdm.write(f"{dataset}: {skipped} run(s) already in {out} with these settings, skipped (--overwrite to redo)")
+            tqdm.write(
+                f"{dataset}: {skipped} run(s) already in {out} with these settings, skipped (--overwrite to redo)"
+            )
         bar = tqdm(total=sum(len(v) for v in todo.values()), desc=dataset, disable=args.quiet)
         for method in methods:
             if not todo[method]:
@@ -215,7 +314,9 @@ def run(args) -> int:
             if vectorised:
                 runs = _fit_splits_and_score(args, method, hidden, split_datas)
             else:
-                runs = ((sd, *_fit_and_score(args, method, sd.split, hidden, sd)) for sd in split_datas)
+                runs = (
+                    (sd, *_fit_and_score(args, method, sd.split, hidden, sd)) for sd in split_datas
+                )
             for split_data, idata, fit_s, diag_s in runs:
                 k = split_data.split
                 stem = out / f"{method}_split{k}"
@@ -223,21 +324,33 @@ def run(args) -> int:
                 metrics = diagnostics.test_metrics(idata, "y", interval=0.9)
                 pit = metrics.pop("pit")
                 record = {
-                    "dataset": dataset, "method": method, "split": k, **metrics,
-                    "n_train": int(len(split_data.y_train)), "n_test": int(len(split_data.y_test)),
-                    **settings, "vectorised_splits": vectorised,
-                    "fit_seconds": round(fit_s, 2), "diagnostics_seconds": round(diag_s, 2),
+                    "dataset": dataset,
+                    "method": method,
+                    "split": k,
+                    **metrics,
+                    "n_train": len(split_data.y_train),
+                    "n_test": len(split_data.y_test),
+                    **settings,
+                    "vectorised_splits": vectorised,
+                    "fit_seconds": round(fit_s, 2),
+                    "diagnostics_seconds": round(diag_s, 2),
                 }
                 write_json(f"{stem}.json", record)
                 if not args.no_plots:
-                    _calibration_figure(idata, pit, f"{stem}_calibration.png", f"{dataset} {method} split {k}")
+                    _calibration_figure(
+                        idata, pit, f"{stem}_calibration.png", f"{dataset} {method} split {k}"
+                    )
                 # one summary line per run, also with --quiet
-                tqdm.write(f"{dataset} split {k} {method:>9}: NLL {metrics['nll']:.3f}  RMSE {metrics['rmse']:.3f}  "
-                           f"cov90 {metrics['coverage']:.3f}  ({fit_s:.0f}s fit)")
+                tqdm.write(
+                    f"{dataset} split {k} {method:>9}: NLL {metrics['nll']:.3f}  RMSE {metrics['rmse']:.3f}  "
+                    f"cov90 {metrics['coverage']:.3f}  ({fit_s:.0f}s fit)"
+                )
                 bar.update(1)
                 _release_compiled()
         bar.close()
-        report = write_report(out, dataset, methods, splits, plots=not args.no_plots, command=_command_line(args))
+        report = write_report(
+            out, dataset, methods, splits, plots=not args.no_plots, command=_command_line(args)
+        )
         print(f"wrote {report}")
     return 0
 
@@ -253,10 +366,22 @@ def _release_compiled():
 
 
 def _command_line(args) -> str:
-    parts = ["pyro-mixup bnn", f"--data-dir {args.data_dir}", f"--dataset {args.dataset}", f"--splits {args.splits}",
-             f"--methods {args.methods}", f"--backend {args.backend}", f"--epochs {args.epochs}",
-             f"--lr {args.lr}", f"--alpha {args.alpha}", f"--hidden {args.hidden}", f"--kl-weight {args.kl_weight}",
-             f"--num-samples {args.num_samples}", f"--seed {args.seed}", f"--out {args.out}"]
+    parts = [
+        "pyro-mixup bnn",
+        f"--data-dir {args.data_dir}",
+        f"--dataset {args.dataset}",
+        f"--splits {args.splits}",
+        f"--methods {args.methods}",
+        f"--backend {args.backend}",
+        f"--epochs {args.epochs}",
+        f"--lr {args.lr}",
+        f"--alpha {args.alpha}",
+        f"--hidden {args.hidden}",
+        f"--kl-weight {args.kl_weight}",
+        f"--num-samples {args.num_samples}",
+        f"--seed {args.seed}",
+        f"--out {args.out}",
+    ]
     if args.batch_size:
         parts.append(f"--batch-size {args.batch_size}")
     return " ".join(parts)
@@ -284,12 +409,25 @@ def summary_table(out, datasets, methods) -> str:
     """
     out = Path(out)
     others = [m for m in methods if m != "erm"]
-    mean_table = ["| dataset | splits | " + " | ".join(f"{m} NLL" for m in methods) + " | " + " | ".join(
-        f"{m} cov90" for m in methods) + " | best vs ERM (splits won) |", "|---" * (3 + 2 * len(methods)) + "|"]
-    median_table = ["| dataset | " + " | ".join(f"{m} median NLL" for m in methods) + "".join(
-        f" | {m} splits won vs ERM" for m in others) + " |", "|---" * (1 + len(methods) + len(others)) + "|"]
-    rmse_table = ["| dataset | " + " | ".join(f"{m} RMSE mean / median" for m in methods) + " |",
-                  "|---" * (1 + len(methods)) + "|"]
+    mean_table = [
+        "| dataset | splits | "
+        + " | ".join(f"{m} NLL" for m in methods)
+        + " | "
+        + " | ".join(f"{m} cov90" for m in methods)
+        + " | best vs ERM (splits won) |",
+        "|---" * (3 + 2 * len(methods)) + "|",
+    ]
+    median_table = [
+        "| dataset | "
+        + " | ".join(f"{m} median NLL" for m in methods)
+        + "".join(f" | {m} splits won vs ERM" for m in others)
+        + " |",
+        "|---" * (1 + len(methods) + len(others)) + "|",
+    ]
+    rmse_table = [
+        "| dataset | " + " | ".join(f"{m} RMSE mean / median" for m in methods) + " |",
+        "|---" * (1 + len(methods)) + "|",
+    ]
     settings = {}
     for ds in datasets:
         recs = {}
@@ -302,39 +440,76 @@ def summary_table(out, datasets, methods) -> str:
         splits = [k for k in recorded if all((m, k) in recs for m in present)]
         if not splits:
             continue
-        n = str(len(splits)) if len(splits) == len(recorded) else f"{len(splits)} of {len(recorded)}"
-        col = {m: {key: np.array([recs[(m, k)][key] for k in splits], dtype=float)
-                   for key in ("nll", "coverage", "rmse")} for m in present}
+        n = (
+            str(len(splits))
+            if len(splits) == len(recorded)
+            else f"{len(splits)} of {len(recorded)}"
+        )
+        col = {
+            m: {
+                key: np.array([recs[(m, k)][key] for k in splits], dtype=float)
+                for key in ("nll", "coverage", "rmse")
+            }
+            for m in present
+        }
         for m in present:
-            settings[(ds, m)] = sorted({(recs[(m, k)].get("kl_weight"), recs[(m, k)].get("lr")) for k in splits})
+            settings[(ds, m)] = sorted(
+                {(recs[(m, k)].get("kl_weight"), recs[(m, k)].get("lr")) for k in splits}
+            )
 
         def cell(m, fmt):
-            return fmt(col[m]) if m in col else "—"
+            return fmt(col[m]) if m in col else "—"  # noqa: B023
 
         def won(m):
-            if m not in col or "erm" not in col:
+            if m not in col or "erm" not in col:  # noqa: B023
                 return None
-            return int(np.sum(col[m]["nll"] < col["erm"]["nll"]))
+            return int(np.sum(col[m]["nll"] < col["erm"]["nll"]))  # noqa: B023
 
         # a diverged (NaN) mean never counts as the best
         scored = [m for m in others if m in col]
-        best = min(scored, key=lambda m: np.nan_to_num(col[m]["nll"].mean(), nan=np.inf), default=None)
+        best = min(
+            scored, key=lambda m: np.nan_to_num(col[m]["nll"].mean(), nan=np.inf), default=None
+        )
         verdict = "—"
         if best is not None and "erm" in col:
             lower = col[best]["nll"].mean() < col["erm"]["nll"].mean()
             verdict = f"{best}: {'lower' if lower else 'higher'} ({won(best)}/{len(splits)})"
-        mean_table.append(f"| {ds} | {n} | " + " | ".join(
-            cell(m, lambda c: f"{c['nll'].mean():.3f} ± {c['nll'].std():.3f}") for m in methods) + " | " + " | ".join(
-            cell(m, lambda c: f"{c['coverage'].mean():.3f}") for m in methods) + f" | {verdict} |")
-        median_table.append(f"| {ds} | " + " | ".join(cell(m, lambda c: f"{np.median(c['nll']):.3f}") for m in methods)
-                            + "".join(" | —" if won(m) is None else f" | {won(m)}/{len(splits)}" for m in others) + " |")
-        rmse_table.append(f"| {ds} | " + " | ".join(
-            cell(m, lambda c: f"{c['rmse'].mean():.3f} / {np.median(c['rmse']):.3f}") for m in methods) + " |")
+        mean_table.append(
+            f"| {ds} | {n} | "
+            + " | ".join(
+                cell(m, lambda c: f"{c['nll'].mean():.3f} ± {c['nll'].std():.3f}") for m in methods
+            )
+            + " | "
+            + " | ".join(cell(m, lambda c: f"{c['coverage'].mean():.3f}") for m in methods)
+            + f" | {verdict} |"
+        )
+        median_table.append(
+            f"| {ds} | "
+            + " | ".join(cell(m, lambda c: f"{np.median(c['nll']):.3f}") for m in methods)
+            + "".join(" | —" if won(m) is None else f" | {won(m)}/{len(splits)}" for m in others)
+            + " |"
+        )
+        rmse_table.append(
+            f"| {ds} | "
+            + " | ".join(
+                cell(m, lambda c: f"{c['rmse'].mean():.3f} / {np.median(c['rmse']):.3f}")
+                for m in methods
+            )
+            + " |"
+        )
     tables = [mean_table, median_table, rmse_table]
     if len({s for v in settings.values() for s in v}) > 1:
-        tables.append(["| dataset | method | kl_weight | lr |", "|---|---|---|---|"] + [
-            f"| {ds} | {m} | " + ", ".join(_number(kl) for kl, _ in v) + " | " + ", ".join(_number(lr) for _, lr in v) + " |"
-            for (ds, m), v in settings.items()])
+        tables.append(
+            ["| dataset | method | kl_weight | lr |", "|---|---|---|---|"]
+            + [
+                f"| {ds} | {m} | "
+                + ", ".join(_number(kl) for kl, _ in v)
+                + " | "
+                + ", ".join(_number(lr) for _, lr in v)
+                + " |"
+                for (ds, m), v in settings.items()
+            ]
+        )
     return "\n\n".join("\n".join(t) for t in tables)
 
 
@@ -363,7 +538,9 @@ def _calibration_figure(idata, pit, path, title):
     fig, ax = plt.subplots(1, 2, figsize=(8, 3.4))
     ax[0].plot([0, 1], [0, 1], "k--", lw=1)
     ax[0].plot(levels, cov, "o-", ms=3)
-    ax[0].set(xlabel="nominal central-interval level", ylabel="empirical coverage", title="calibration")
+    ax[0].set(
+        xlabel="nominal central-interval level", ylabel="empirical coverage", title="calibration"
+    )
     ax[1].hist(pit, bins=10, range=(0, 1), density=True, alpha=0.7)
     ax[1].axhline(1.0, color="k", ls="--", lw=1)
     ax[1].set(xlabel="PIT", title="PIT histogram")
@@ -446,13 +623,34 @@ def write_report(out, dataset, methods, splits, plots=True, command=None) -> Pat
                 cmp = None
                 lines += [f"az.compare failed: {e!r}", ""]
             if cmp is not None:
-                cols = [c for c in ("rank", "elpd_loo", "p_loo", "elpd_diff", "weight", "se", "dse", "warning") if c in cmp.columns]
+                cols = [
+                    c
+                    for c in (
+                        "rank",
+                        "elpd_loo",
+                        "p_loo",
+                        "elpd_diff",
+                        "weight",
+                        "se",
+                        "dse",
+                        "warning",
+                    )
+                    if c in cmp.columns
+                ]
                 lines += ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
                 for name, row in cmp[cols].iterrows():
-                    cells = [f"{v:.3f}" if isinstance(v, (float, np.floating)) else str(v) for v in row.values]
+                    cells = [
+                        f"{v:.3f}" if isinstance(v, (float, np.floating)) else str(v)
+                        for v in row.values
+                    ]
                     lines.append(f"| {name} | " + " | ".join(cells) + " |")
                 lines.append("")
-            lines += ["## LOO diagnostics (Pareto k)", "", "| method | k ≤ 0.5 | 0.5 < k ≤ 0.7 | 0.7 < k ≤ 1 | k > 1 | max k |", "|---|---|---|---|---|---|"]
+            lines += [
+                "## LOO diagnostics (Pareto k)",
+                "",
+                "| method | k ≤ 0.5 | 0.5 < k ≤ 0.7 | 0.7 < k ≤ 1 | k > 1 | max k |",
+                "|---|---|---|---|---|---|",
+            ]
             for m, idata in idatas.items():
                 try:
                     loo = az.loo(idata, pointwise=True)
@@ -469,7 +667,11 @@ def write_report(out, dataset, methods, splits, plots=True, command=None) -> Pat
             for m, idata in idatas.items():
                 ppc, pit = _method_plots(out, m, idata)
                 lines += [f"### {m}", "", f"![PPC {m}]({ppc.name}) ![PIT {m}]({pit.name})", ""]
-                cal = [f"{m}_split{j}_calibration.png" for j in splits if (out / f"{m}_split{j}_calibration.png").exists()]
+                cal = [
+                    f"{m}_split{j}_calibration.png"
+                    for j in splits
+                    if (out / f"{m}_split{j}_calibration.png").exists()
+                ]
                 if cal:
                     lines += ["Calibration per split: " + ", ".join(f"[{c}]({c})" for c in cal), ""]
     path = out / "report.md"
@@ -488,7 +690,10 @@ def _method_plots(out: Path, method: str, idata):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            total = idata["posterior_predictive"].sizes["chain"] * idata["posterior_predictive"].sizes["draw"]
+            total = (
+                idata["posterior_predictive"].sizes["chain"]
+                * idata["posterior_predictive"].sizes["draw"]
+            )
             az.plot_ppc(idata, num_pp_samples=min(50, total))
             plt.gcf().suptitle(f"PPC: {method}")
             plt.savefig(ppc_path, dpi=80)

@@ -31,6 +31,7 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -92,13 +93,21 @@ class BNNRegressor(PyroModule):
         self.in_dim, self.hidden_sizes, self.embedding = int(in_dim), hidden, bool(embed)
         self.min_scale = float(min_scale)
         f = torch.get_default_dtype()
-        self.register_buffer("x_loc", torch.zeros(in_dim) if x_loc is None else torch.as_tensor(np.asarray(x_loc), dtype=f))
-        self.register_buffer("x_scale", torch.ones(in_dim) if x_scale is None else torch.as_tensor(np.asarray(x_scale), dtype=f))
+        self.register_buffer(
+            "x_loc",
+            torch.zeros(in_dim) if x_loc is None else torch.as_tensor(np.asarray(x_loc), dtype=f),
+        )
+        self.register_buffer(
+            "x_scale",
+            torch.ones(in_dim)
+            if x_scale is None
+            else torch.as_tensor(np.asarray(x_scale), dtype=f),
+        )
         self.register_buffer("y_loc", torch.as_tensor(float(y_loc), dtype=f))
         self.register_buffer("y_scale", torch.as_tensor(float(y_scale), dtype=f))
         sizes = (self.in_dim,) + hidden
         layers = []
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for i, (a, b) in enumerate(itertools.pairwise(sizes)):
             layers.append(_bayes_linear(a, 2 * b if (embed and i == 0) else b, prior_scale))
         self.layers = PyroModule[nn.ModuleList](layers)
         self.head = _bayes_linear(sizes[-1], 2, prior_scale)
@@ -116,7 +125,9 @@ class BNNRegressor(PyroModule):
             a = layer(h)
             if i == 0 and self.embedding:
                 m, s = a.chunk(2, dim=-1)
-                a = embed_layer(M.EMBEDDING, dist.Normal(m, F.softplus(s) + 1e-3).to_event(1), dim=-1)
+                a = embed_layer(
+                    M.EMBEDDING, dist.Normal(m, F.softplus(s) + 1e-3).to_event(1), dim=-1
+                )
             h = F.relu(a)
             if i == 0:
                 h = mixable(M.HIDDEN, h, dim=-1)
@@ -134,13 +145,17 @@ class BNNRegressor(PyroModule):
         loc, scale = self.predict_params(x)
         n = x.shape[0]
         sub = None if num_data is None else torch.arange(n)
-        with pyro.plate("data", n if num_data is None else int(num_data), subsample=sub):
-            with poutine.scale(scale=1.0 / float(kl_weight)):
-                pyro.sample("y", dist.Normal(loc, scale), obs=y)
+        with (
+            pyro.plate("data", n if num_data is None else int(num_data), subsample=sub),
+            poutine.scale(scale=1.0 / float(kl_weight)),
+        ):
+            pyro.sample("y", dist.Normal(loc, scale), obs=y)
         return loc
 
 
-def make_model(method: str, x_train, y_train, hidden=(50,), prior_scale: float = 1.0) -> BNNRegressor:
+def make_model(
+    method: str, x_train, y_train, hidden=(50,), prior_scale: float = 1.0
+) -> BNNRegressor:
     """The plain model a method trains (the embedding variant for m-probmix),
     standardised with the training data."""
     x_loc, x_scale, y_loc, y_scale = standardisation(np.asarray(x_train), np.asarray(y_train))
@@ -200,9 +215,22 @@ def fit(
     method = _method(method)
     # the guide's parameters are made at its first call, inside the trainer, after it seeds (init_to_sample)
     guide = AutoNormal(model, init_loc_fn=init_to_sample, init_scale=init_scale)
-    history = train_pyro.fit(model, guide, x, y, method=method, alpha=alpha, epochs=epochs, lr=lr,
-                             batch_size=batch_size, seed=seed, model_kwargs={"kl_weight": kl_weight},
-                             pass_num_data=True, progress=progress, clear_param_store=clear_param_store)
+    history = train_pyro.fit(
+        model,
+        guide,
+        x,
+        y,
+        method=method,
+        alpha=alpha,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        model_kwargs={"kl_weight": kl_weight},
+        pass_num_data=True,
+        progress=progress,
+        clear_param_store=clear_param_store,
+    )
     if losses is not None:
         losses.extend(history.tolist())
     return guide
