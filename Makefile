@@ -21,7 +21,7 @@ $(VENV)/.demo: pyproject.toml $(VENV)/.torch
 	touch $@
 
 $(VENV)/.test: pyproject.toml $(VENV)/.torch
-	$(BIN)/pip install -q -e ".[numpyro,arviz,bench,test,dev,docs]"
+	$(BIN)/pip install -q -e ".[numpyro,arviz,bench,test,dev,docs,distributed]"
 	touch $@
 
 install-demo: $(VENV)/.demo

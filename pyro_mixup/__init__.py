@@ -7,11 +7,17 @@ over the backend-neutral :mod:`pyro_mixup.core`.
 """
 
 import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from .core.errors import MixupUsageError, UnsupportedDistributionError
 from .core.families import ALL_FAMILIES
 
-__version__ = "0.1.0"
+# one version, written in pyproject.toml; a source tree that was never installed has none
+try:
+    __version__ = version("pyro-mixup")
+except PackageNotFoundError:  # pragma: no cover - only outside an installed tree
+    __version__ = "0+unknown"
 
 __all__ = [
     "ALL_FAMILIES",
@@ -38,7 +44,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     # Import the torch side lazily so that ``import pyro_mixup.numpyro`` works
     # on a machine without torch.
     if name in _LAZY:

@@ -53,9 +53,12 @@ from __future__ import annotations
 
 import math
 import os
-from typing import NamedTuple
+from collections.abc import Callable, Mapping
+from types import ModuleType
+from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .core.inference_data import arviz_major, build_groups, make_container
 from .core.plain_model import HandlerLeakError, unwrap
@@ -76,7 +79,9 @@ __all__ = [
 # ----------------------------------------------------------------------------- backend
 
 
-def _detect_backend(model, guide_or_samples, x_test, backend):
+def _detect_backend(
+    model: Callable[..., Any], guide_or_samples: Any, x_test: Any, backend: str | None
+) -> str:
     if backend is not None:
         if backend not in ("pyro", "numpyro"):
             raise ValueError(f"backend must be 'pyro' or 'numpyro'; got {backend!r}")
@@ -110,20 +115,24 @@ def _detect_backend(model, guide_or_samples, x_test, backend):
     )
 
 
-def _adapter(backend):
+def _adapter(backend: str) -> ModuleType:
     if backend == "pyro":
-        from .pyro import diagnostics as adapter
-    else:
-        from .numpyro import diagnostics as adapter
-    return adapter
+        from .pyro import diagnostics as pyro_adapter
+
+        return pyro_adapter
+    from .numpyro import diagnostics as numpyro_adapter
+
+    return numpyro_adapter
 
 
-def _is_mcmc(obj) -> bool:
+def _is_mcmc(obj: object) -> bool:
     mod = type(obj).__module__
     return mod.startswith(("pyro.infer.mcmc", "numpyro.infer.mcmc")) and hasattr(obj, "get_samples")
 
 
-def _split_guide(guide_or_samples, params, group_by_chain):
+def _split_guide(
+    guide_or_samples: Any, params: Mapping[str, Any] | None, group_by_chain: bool
+) -> tuple[Callable[..., Any] | None, Mapping[str, Any] | None, dict[str, Any] | None, int]:
     """-> (guide, params, samples dict or None, chains) for anything but an MCMC object."""
     obj = guide_or_samples
     if isinstance(obj, tuple):
@@ -156,7 +165,9 @@ def _split_guide(guide_or_samples, params, group_by_chain):
     return obj, params, None, 1
 
 
-def _model_args(x, y, obs_kwarg, model_kwargs):
+def _model_args(
+    x: Any, y: Any, obs_kwarg: str | None, model_kwargs: Mapping[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The model's call ``model(*args, **kwargs)`` with the test data."""
     if obs_kwarg is None:
         return (x, y), dict(model_kwargs)
@@ -167,23 +178,23 @@ def _model_args(x, y, obs_kwarg, model_kwargs):
 
 
 def to_inference_data(
-    model,
-    guide_or_samples,
-    x_test,
-    y_test,
+    model: Callable[..., Any],
+    guide_or_samples: Any,
+    x_test: Any,
+    y_test: Any,
     num_samples: int = 500,
     *,
-    params=None,
+    params: Mapping[str, Any] | None = None,
     backend: str | None = None,
     obs_kwarg: str | None = "y",
-    model_kwargs: dict | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
     group_by_chain: bool = False,
-    coords: dict | None = None,
-    dims: dict | None = None,
+    coords: Mapping[str, Any] | None = None,
+    dims: Mapping[str, list[str]] | None = None,
     rng_seed: int | None = 0,
     progress: bool = False,
     same_rows: bool = False,
-):
+) -> Any:
     """ArviZ object for ``model`` on ``(x_test, y_test)`` under a posterior.
 
     :param model: the Pyro or NumPyro model, called as ``model(x, y=y, **model_kwargs)``
@@ -197,10 +208,12 @@ def to_inference_data(
         only the latent sites are used: deterministic and observed sites are
         recomputed on the test data; a key that is no site of the model, or a
         latent without draws, is refused.
-    :param x_test, y_test: the data the log-likelihood and the predictive checks use.
+    :param x_test: the inputs the log-likelihood and the predictive checks use.
+    :param y_test: the observations they score.
     :param num_samples: draws from a guide (samples and MCMC keep all their draws).
     :param backend: "pyro" or "numpyro"; default: detected from the inputs.
-    :param coords, dims: override coordinates / dim names (``dims={site: [names]}``).
+    :param coords: override coordinates.
+    :param dims: override dim names (``dims={site: [names]}``).
     :param rng_seed: seed for the guide draws, the embedding noise and the
         predictive draws (the global RNG state is left as it was); None: no seeding.
     :param same_rows: ``x_test`` are the rows the samples were fitted on (LOO on the
@@ -280,14 +293,14 @@ def to_inference_data(
     return make_container(groups)
 
 
-def save(idata, path):
+def save(idata: Any, path: str | os.PathLike[str]) -> str:
     """Write to NetCDF (ArviZ 0.x ``InferenceData`` or 1.x ``DataTree``)."""
     path = os.fspath(path)
     idata.to_netcdf(path)
     return path
 
 
-def load(path):
+def load(path: str | os.PathLike[str]) -> Any:
     """Read what :func:`save` wrote, with whichever ArviZ is installed."""
     import arviz as az
 
@@ -301,7 +314,7 @@ def load(path):
 # ----------------------------------------------------------------------------- metrics
 
 
-def log_mean_exp(a, axis=0):
+def log_mean_exp(a: ArrayLike, axis: int = 0) -> np.ndarray:
     """``log(mean(exp(a), axis))`` without overflow, in float64."""
     a = np.asarray(a, dtype=np.float64)
     m = np.max(a, axis=axis, keepdims=True)
@@ -317,7 +330,7 @@ class PredictiveDensity(NamedTuple):
     num_draws: int
 
 
-def log_predictive_density(idata, var_name: str | None = None) -> PredictiveDensity:
+def log_predictive_density(idata: Any, var_name: str | None = None) -> PredictiveDensity:
     """The held-out log predictive density: per test row ``log (1/S) sum_s p(y_i | draw s)``
     over all chains and draws, its sum and its mean.
 
@@ -346,7 +359,7 @@ def log_predictive_density(idata, var_name: str | None = None) -> PredictiveDens
     return PredictiveDensity(float(per_row.sum()), float(per_row.mean()), per_row, int(ll.shape[0]))
 
 
-def test_metrics(idata, var_name: str | None = None, interval: float = 0.9):
+def test_metrics(idata: Any, var_name: str | None = None, interval: float = 0.9) -> dict[str, Any]:
     """Test-set metrics from :func:`to_inference_data`'s output.
 
     - ``nll``: mean over observations of ``-log mean_s p(y_i | draw s)``
@@ -376,10 +389,11 @@ def test_metrics(idata, var_name: str | None = None, interval: float = 0.9):
     }
 
 
-test_metrics.__test__ = False  # not a pytest test despite the name
+# not a pytest test despite the name (an attribute functions do not declare)
+test_metrics.__test__ = False  # type: ignore[attr-defined]
 
 
-def _only(ds):
+def _only(ds: Any) -> str:
     names = list(ds.data_vars)
     if len(names) != 1:
         raise ValueError(f"several observed sites {names}: pass var_name=")

@@ -13,6 +13,7 @@ import pytest
 from pyro_mixup.cli import main
 from pyro_mixup.experiments import data as D
 from pyro_mixup.experiments.methods import METHOD_NAMES, METHODS, parse_methods
+from pyro_mixup.experiments.metrics import unknown_metric_names
 
 
 def tiny_uci(folder, n=40, n_splits=3):
@@ -92,6 +93,7 @@ def test_uci_end_to_end_and_resumable(tmp_path, capsys, backend, methods):
     ]
     assert main(argv) == 0
     recs = json.load(open(os.path.join(out, "uci.json")))
+    assert not [k for r in recs for k in unknown_metric_names(r)]  # one vocabulary
     names = methods.split(",")
     assert len(recs) == 2 * len(names)
     assert {(r["method"], r["split"]) for r in recs} == {(m, k) for m in names for k in (0, 1)}

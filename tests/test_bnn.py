@@ -21,6 +21,7 @@ from pyro_mixup.experiments.bnn import BNN_METHODS
 from pyro_mixup.experiments.bnn import models_pyro as MP
 from pyro_mixup.experiments.bnn.cli import _parse_splits
 from pyro_mixup.experiments.data import standardisation
+from pyro_mixup.experiments.metrics import unknown_metric_names
 
 
 @pytest.fixture(autouse=True)
@@ -272,8 +273,9 @@ def test_cli_resumes_and_vectorises_numpyro_splits(tmp_path):
     assert _run_cli(argv) == 0
     d = tmp_path / "out" / "tiny"
     recs = [json.loads((d / f"erm_split{k}.json").read_text()) for k in range(2)]
+    assert not [k for r in recs for k in unknown_metric_names(r)]  # one vocabulary
     assert all(
-        r["vectorised_splits"] and r["epochs"] == 20 and math.isfinite(r["nll"]) for r in recs
+        r["vectorised_splits"] and r["epochs"] == 20 and math.isfinite(r["test_nll"]) for r in recs
     )
     stamp = {f: f.stat().st_mtime_ns for f in d.glob("*.nc")}
     assert _run_cli(argv) == 0  # same settings: nothing retrained
@@ -377,16 +379,18 @@ def test_cli_end_to_end_pyro(tmp_path):
             rec = json.loads((d / f"{m}_split{k}.json").read_text())
             assert rec["method"] == m and rec["split"] == k and rec["n_test"] == 8
             assert (
-                math.isfinite(rec["nll"])
-                and math.isfinite(rec["rmse"])
-                and 0 <= rec["coverage"] <= 1
+                math.isfinite(rec["test_nll"])
+                and math.isfinite(rec["test_rmse"])
+                and 0 <= rec["coverage_90"] <= 1
             )
             assert (d / f"{m}_split{k}_calibration.png").stat().st_size > 1000
             idata = diagnostics.load(d / f"{m}_split{k}.nc")
             assert idata.log_likelihood["y"].shape == (1, 30, 8)
             # the JSON's NLL is the log-mean-exp of the NetCDF's log-likelihood
             ll = idata.log_likelihood["y"].values[0].astype(np.float64)
-            assert rec["nll"] == pytest.approx(-np.mean(diagnostics.log_mean_exp(ll, 0)), rel=1e-6)
+            assert rec["test_nll"] == pytest.approx(
+                -np.mean(diagnostics.log_mean_exp(ll, 0)), rel=1e-6
+            )
         assert (d / f"ppc_{m}.png").exists() and (d / f"pit_{m}.png").exists()
     report = (d / "report.md").read_text()
     for m in methods:
@@ -398,15 +402,15 @@ def test_cli_end_to_end_pyro(tmp_path):
 
     table = summary_table(out, ["tiny"], ["erm", "probmix"])
     row = next(r for r in table.splitlines() if r.startswith("| tiny |"))
-    erm = [json.loads((d / f"erm_split{k}.json").read_text())["nll"] for k in (0, 2)]
+    erm = [json.loads((d / f"erm_split{k}.json").read_text())["test_nll"] for k in (0, 2)]
     assert row.split("|")[2].strip() == "2" and f"{np.mean(erm):.3f}" in row.split("|")[3]
     # then the medians with splits won, and RMSE mean / median
     _main, robust, rmse = table.split("\n\n")
     pm = [json.loads((d / f"probmix_split{k}.json").read_text()) for k in (0, 2)]
-    won = sum(r["nll"] < e for r, e in zip(pm, erm))
+    won = sum(r["test_nll"] < e for r, e in zip(pm, erm))
     robust_row = next(r for r in robust.splitlines() if r.startswith("| tiny |")).split("|")
     assert robust_row[2].strip() == f"{np.median(erm):.3f}" and robust_row[4].strip() == f"{won}/2"
-    rmse_erm = [json.loads((d / f"erm_split{k}.json").read_text())["rmse"] for k in (0, 2)]
+    rmse_erm = [json.loads((d / f"erm_split{k}.json").read_text())["test_rmse"] for k in (0, 2)]
     assert f"{np.mean(rmse_erm):.3f} / {np.median(rmse_erm):.3f}" in rmse
 
 
@@ -440,14 +444,14 @@ def test_cli_end_to_end_numpyro_embedding_model(tmp_path):
     )
     assert rc == 0
     rec = json.loads((out / "tiny" / "m-probmix_split0.json").read_text())
-    assert rec["backend"] == "numpyro" and rec["n_test"] == 6 and math.isfinite(rec["nll"])
+    assert rec["backend"] == "numpyro" and rec["n_test"] == 6 and math.isfinite(rec["test_nll"])
     idata = diagnostics.load(out / "tiny" / "m-probmix_split0.nc")
     assert idata.posterior.attrs["backend"] == "numpyro"
     assert idata.log_likelihood["y"].dims == ("chain", "draw", "data") and idata.log_likelihood[
         "y"
     ].shape == (1, 20, 6)
     ll = idata.log_likelihood["y"].values[0].astype(np.float64)
-    assert rec["nll"] == pytest.approx(-np.mean(diagnostics.log_mean_exp(ll, 0)), rel=1e-5)
+    assert rec["test_nll"] == pytest.approx(-np.mean(diagnostics.log_mean_exp(ll, 0)), rel=1e-5)
     assert "| m-probmix |" in (out / "tiny" / "report.md").read_text()
 
 

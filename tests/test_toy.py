@@ -17,7 +17,7 @@ from pyro_mixup.cli import main
 from pyro_mixup.experiments import train_pyro as T
 from pyro_mixup.experiments.data import Split
 from pyro_mixup.experiments.methods import METHODS
-from pyro_mixup.experiments.metrics import gaussian_nll
+from pyro_mixup.experiments.metrics import gaussian_nll, unknown_metric_names
 from pyro_mixup.experiments.nets_pyro import MLP, model_of
 
 
@@ -52,6 +52,7 @@ def test_demo_tiny(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "OOD NLL" in text and "| m-probmix |" in text
     res = json.load(open(os.path.join(out, "toy_regression.json")))
+    assert not [k for r in res["records"] for k in unknown_metric_names(r)]  # one vocabulary
     assert len(res["records"]) == 4
     assert all(np.isfinite(r["ood_nll"]) and r["ood_mse"] > 0 for r in res["records"])
     assert [r["alpha"] for r in res["records"]] == [0.0, 0.0, 0.5, 0.5]  # ERM records no alpha
@@ -92,6 +93,7 @@ def test_paper_protocol_tiny(tmp_path, capsys):
         "Chosen on validation NLL" in text and "The paper's Table 5" in text and "| 0.5 |" in text
     )
     res = json.load(open(os.path.join(out, "toy_paper.json")))
+    assert not [k for r in res["records"] for k in unknown_metric_names(r)]  # one vocabulary
     recs = res["records"]
     # ERM once (beta does nothing without mixing); the mixing methods at every alpha and beta, 2 runs each
     assert len(recs) == 2 + 2 * 2 * 2 * 2
@@ -99,11 +101,17 @@ def test_paper_protocol_tiny(tmp_path, capsys):
     for r in recs:
         assert all(
             np.isfinite(r[k])
-            for k in ("val_nll", "id_nll", "ood_nll", "ood_nll_raw", "ood_mse_raw")
+            for k in (
+                "val_nll",
+                "id_nll_standardised",
+                "ood_nll_standardised",
+                "ood_nll",
+                "ood_mse",
+            )
         )
         assert 1 <= r["best_epoch"] <= 8
-        assert r["ood_nll_raw"] - r["ood_nll"] == pytest.approx(
-            r["id_nll_raw"] - r["id_nll"]
+        assert r["ood_nll"] - r["ood_nll_standardised"] == pytest.approx(
+            r["id_nll"] - r["id_nll_standardised"]
         )  # log std(y)
         if r["method"] == "m-probmix":
             assert (r["predictive"], r["predictive_draws"]) == ("marginal", 20)
@@ -143,8 +151,9 @@ def test_toy_classification_tiny(tmp_path, capsys):
         == 0
     )
     res = json.load(open(os.path.join(out, "toy_classification.json")))
+    assert not [k for r in res["records"] for k in unknown_metric_names(r)]  # one vocabulary
     assert [r["method"] for r in res["records"]] == ["erm", "probmix", "mix", "m-probmix"]
-    assert all(0 <= r["accuracy"] <= 1 and r["nll"] > 0 for r in res["records"])
+    assert all(0 <= r["test_accuracy"] <= 1 and r["test_nll"] > 0 for r in res["records"])
     assert (
         res["settings"]["predictive"] == "marginal"
     )  # M-ProbMix: class probabilities mixed over embedding draws

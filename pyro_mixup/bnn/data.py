@@ -20,10 +20,11 @@ Split = RawSplit
 __all__ = ["DATA_ENV", "Split", "default_data_dir", "load_split", "n_splits", "standardisation"]
 
 
-def n_splits(data_dir, dataset: str) -> int:
+def n_splits(data_dir: str | os.PathLike[str], dataset: str) -> int:
+    """The number of train/test splits of ``<data_dir>/<dataset>``."""
     return load_dataset(os.path.join(data_dir, dataset), dataset).n_splits
 
 
-def load_split(data_dir, dataset: str, split: int) -> RawSplit:
+def load_split(data_dir: str | os.PathLike[str], dataset: str, split: int) -> RawSplit:
     """Train/test arrays of split ``split`` of ``<data_dir>/<dataset>`` (float64; y is 1-D)."""
     return raw_split(load_dataset(os.path.join(data_dir, dataset), dataset), split)

@@ -3,7 +3,12 @@ backend adds its name for ``at=`` sites and a runnable example)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 from .options import handler_signature, options_doc
+
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
 
 PROBMIX = """ProbMix (and, with ``at=``, M-ProbMix) as a {library} effect handler.
 
@@ -55,7 +60,7 @@ def handler_doc(
 
 
 def dress(
-    handler,
+    handler: _Handler,
     kind: str,
     *,
     module: str,
@@ -64,14 +69,15 @@ def dress(
     mixable: str,
     example: str,
     rng_key: str | None,
-):
+) -> _Handler:
     """Name, docstring and signature of a backend's functional handler."""
     handler.__name__ = handler.__qualname__ = kind
     handler.__module__ = module
     handler.__doc__ = handler_doc(
         kind, library=library, embed=embed, mixable=mixable, example=example, rng_key=rng_key
     )
-    handler.__signature__ = handler_signature(
+    # read by inspect.signature; functions do not declare the attribute
+    handler.__signature__ = handler_signature(  # type: ignore[attr-defined]
         required_at=kind == "mixup", with_rng_key=rng_key is not None
     )
     return handler

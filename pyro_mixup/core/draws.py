@@ -13,9 +13,14 @@ against the batch.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from ._types import Array
 from .options import MixOptions
-from .pairing import Partner, PartnerTable
+from .pairing import Partner, PartnerTable, ShardLocalPairing
+
+if TYPE_CHECKING:
+    from .backend import RandomSource
 
 
 def _size_error(n: int) -> ValueError:
@@ -34,19 +39,24 @@ class Draws:
         core refuses MCMC there).
     """
 
-    def __init__(self, options: MixOptions, source, on_random: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        options: MixOptions,
+        source: RandomSource,
+        on_random: Callable[[], None] | None = None,
+    ) -> None:
         self.options = options
         self.source = source
         self._on_random = on_random
-        self._lam = {}
-        self._partner = {}
+        self._lam: dict[int | None, Array] = {}  # per plate size (None: one lam for all)
+        self._partner: dict[int, Partner] = {}
 
-    def _random(self):
+    def _random(self) -> None:
         if self._on_random is not None:
             hook, self._on_random = self._on_random, None
             hook()
 
-    def lam(self, n: int, like):
+    def lam(self, n: int, like: Array) -> Array:
         """The mixing weight for a plate of ``n`` examples, as the backend's
         weight for arrays like ``like`` (a scalar, or one per example)."""
         opts = self.options
@@ -82,7 +92,9 @@ class Draws:
                 length = next(iter(opts.arrays.shape(opts.perm)))
                 if length != n:
                     raise ValueError(f"perm has length {length} but the batch has {n} examples")
-                if opts.perm_shift is not None:
+                if isinstance(opts.pairing, ShardLocalPairing):
+                    partner = Partner(n, index=opts.perm, shards=self._shards(opts.pairing, n))
+                elif opts.perm_shift is not None:
                     partner = Partner(n, shift=opts.perm_shift)
                 else:
                     partner = Partner(n, index=opts.perm)
@@ -94,6 +106,10 @@ class Draws:
                     )
                 self._random()
                 partner = Partner(n, index=self.source.from_table(opts.pairing, n))
+            elif isinstance(opts.pairing, ShardLocalPairing):
+                shards = self._shards(opts.pairing, n)
+                self._random()
+                partner = Partner(n, index=self.source.local_permutation(n, shards), shards=shards)
             elif opts.pairing == "shift":
                 self._random()
                 partner = Partner(n, shift=self.source.shift(n))
@@ -103,7 +119,12 @@ class Draws:
             self._partner[n] = partner
         return partner
 
-    def noise(self, like):
+    @staticmethod
+    def _shards(pairing: ShardLocalPairing, n: int) -> int:
+        pairing.shard_size(n)  # refuses a batch that does not split into equal shards
+        return pairing.num_shards
+
+    def noise(self, like: Array) -> Array:
         """Standard normal noise shaped like ``like`` (the jitter of ``beta``)."""
         self._random()
         return self.source.normal(like)

@@ -24,11 +24,11 @@ backends share these formulas instead of keeping copies that drift.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict, Unpack
 
-Array = Any
+from ._types import Array, Ops
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,9 @@ class Family:
     name: str
     params: tuple[str, ...]
     param_event_dims: tuple[int, ...]
-    to_natural: Callable[..., tuple[Array, ...]]
+    to_natural: Callable[..., tuple[Array, ...]] | None
     natural_event_dims: tuple[int, ...]
-    from_natural: Callable[..., dict[str, Array]]
+    from_natural: Callable[..., dict[str, Array]] | None
     fixed: tuple[str, ...] = ()
     convex_support: bool = True
     label_kind: str | None = None
@@ -92,12 +92,12 @@ class Family:
         return self.pool is None and not self.fixed
 
 
-def masked_weighted_sum(ops, terms):
+def masked_weighted_sum(ops: Ops, terms: Sequence[tuple[Array, Array]]) -> Array:
     """``sum_k w_k * a_k`` over ``terms = [(w_k, a_k), ...]``, where a member of
     weight 0 drops out even if its ``a_k`` is infinite (a log-rate of a rate 0:
     ``0 * inf`` is NaN). The inner ``where`` keeps the gradient finite too
     (the outer one alone would still send ``0 * inf`` back to ``w_k``)."""
-    total = None
+    total: Array = None
     for w, a in terms:
         dropped = w == 0
         term = ops.where(dropped, 0.0, w * ops.where(dropped, 0.0, a))
@@ -105,12 +105,12 @@ def masked_weighted_sum(ops, terms):
     return total
 
 
-def _log_weighted_sum_exp(ops, terms):
+def _log_weighted_sum_exp(ops: Ops, terms: Sequence[tuple[Array, Array]]) -> Array:
     """``log sum_k w_k exp(s_k)`` over ``terms = [(w_k, s_k), ...]``, shifted
     by the largest ``s_k`` among the members that count (weight > 0), so
     that neither a dropped member nor the exponential decides the scale."""
     live = [w > 0 for w, _ in terms]
-    shift = None
+    shift: Array = None
     for alive, (_, s) in zip(live, terms):
         candidate = ops.where(alive, s, -float("inf"))
         shift = candidate if shift is None else ops.maximum(shift, candidate)
@@ -122,7 +122,30 @@ def _log_weighted_sum_exp(ops, terms):
     return ops.log(total) + shift
 
 
-def _identity_family(name, params, event_dims=None, **kw) -> Family:
+class _FamilyOptions(TypedDict, total=False):
+    """The optional fields of :class:`Family`, as keyword arguments."""
+
+    fixed: tuple[str, ...]
+    convex_support: bool
+    label_kind: str | None
+    infinite_ok: tuple[str, ...]
+    infinite_naturals: bool
+
+
+class _LogitOptions(TypedDict):
+    """The fields every logit-parameterised family shares (:data:`_LOGITS`)."""
+
+    convex_support: bool
+    infinite_ok: tuple[str, ...]
+    infinite_naturals: bool
+
+
+def _identity_family(
+    name: str,
+    params: tuple[str, ...],
+    event_dims: tuple[int, ...] | None = None,
+    **kw: Unpack[_FamilyOptions],
+) -> Family:
     """A family whose parameters are already an affine image of the natural ones."""
     event_dims = event_dims or (0,) * len(params)
     return Family(
@@ -136,20 +159,20 @@ def _identity_family(name, params, event_dims=None, **kw) -> Family:
     )
 
 
-def _gaussian_to_natural(ops, loc, scale):
+def _gaussian_to_natural(ops: Ops, loc: Array, scale: Array) -> tuple[Array, Array]:
     precision = scale**-2  # one op (each op is a node for autograd on the hot path)
     return precision, precision * loc
 
 
-def _gaussian_from_natural(ops, precision, precision_loc):
+def _gaussian_from_natural(ops: Ops, precision: Array, precision_loc: Array) -> dict[str, Array]:
     return {"loc": precision_loc / precision, "scale": ops.rsqrt(precision)}
 
 
-def _first_largest(ops, weights):
+def _first_largest(ops: Ops, weights: Sequence[Array]) -> list[Array]:
     """For each member, where it is the reference: the first of the largest weights."""
     refs = []
     for k, w in enumerate(weights):
-        ref = None
+        ref: Array = None
         for j, v in enumerate(weights):
             if j != k:
                 beats = (w > v) if j < k else (w >= v)
@@ -158,20 +181,22 @@ def _first_largest(ops, weights):
     return refs
 
 
-def _select(ops, refs, values):
+def _select(ops: Ops, refs: Sequence[Array], values: Sequence[Array]) -> Array:
     out = values[0]
     for ref, v in zip(refs[1:], values[1:]):
         out = ops.where(ref, v, out)
     return out
 
 
-def _sqrt_weight(ops, w):
+def _sqrt_weight(ops: Ops, w: Array) -> Array:
     # sqrt'(0) is inf: a member of weight 0 must send back 0, not 0 * inf
     live = w > 0
     return ops.where(live, ops.sqrt(ops.where(live, w, 1.0)), 0.0)
 
 
-def _mvn_pool(ops, loc_terms, tril_terms):
+def _mvn_pool(
+    ops: Ops, loc_terms: Sequence[tuple[Array, Array]], tril_terms: Sequence[tuple[Array, Array]]
+) -> dict[str, Array]:
     """The pool of Gaussians ``N(mu_k, L_k L_k^T)``, in square-root form.
 
     The pooled precision is ``sum_k w_k (L_k L_k^T)^-1``. Summing precision
@@ -210,23 +235,23 @@ def _mvn_pool(ops, loc_terms, tril_terms):
     return {"loc": ref_loc + ops.matvec(ref_tril, v), "scale_tril": scale_tril}
 
 
-def _halfnormal_to_natural(ops, scale):
+def _halfnormal_to_natural(ops: Ops, scale: Array) -> tuple[Array]:
     return (scale**-2,)
 
 
-def _halfnormal_from_natural(ops, precision):
+def _halfnormal_from_natural(ops: Ops, precision: Array) -> dict[str, Array]:
     return {"scale": ops.rsqrt(precision)}
 
 
-def _poisson_to_natural(ops, rate):
+def _poisson_to_natural(ops: Ops, rate: Array) -> tuple[Array]:
     return (ops.log(rate),)
 
 
-def _poisson_from_natural(ops, log_rate):
+def _poisson_from_natural(ops: Ops, log_rate: Array) -> dict[str, Array]:
     return {"rate": ops.exp(log_rate)}
 
 
-def _inverse_softplus_of_exp(ops, log_m):
+def _inverse_softplus_of_exp(ops: Ops, log_m: Array) -> Array:
     """``x`` with ``softplus(x) = exp(log_m)``, for any ``log_m``: below -40,
     ``x = log_m`` to within ``exp(log_m) / 2`` (and ``exp`` may underflow);
     above, ``m + log(1 - exp(-m))`` (no overflow of ``expm1(m)``). The inner
@@ -236,7 +261,7 @@ def _inverse_softplus_of_exp(ops, log_m):
     return ops.where(tiny, log_m, m + ops.log(-ops.expm1(-m)))
 
 
-def _log_softplus(ops, x):
+def _log_softplus(ops: Ops, x: Array) -> Array:
     """``log(softplus(x))``, also below -20 where ``softplus(x) = exp(x)``
     underflows (float32: x < -103) and the log of it would be -inf."""
     small = x < -20.0
@@ -251,8 +276,8 @@ def _log_softplus(ops, x):
 # float32: -softplus(-120) = -exp(-120) = 0) and come back as +-inf logits.
 # Their log-magnitudes log softplus(+-logits) pool as a log-sum-exp instead,
 # exact in every range.
-def _log_magnitude_pool(sign):
-    def pool(ops, logit_terms):
+def _log_magnitude_pool(sign: float) -> Callable[..., dict[str, Array]]:
+    def pool(ops: Ops, logit_terms: Sequence[tuple[Array, Array]]) -> dict[str, Array]:
         log_magnitudes = [(w, _log_softplus(ops, sign * logits)) for w, logits in logit_terms]
         return {
             "logits": sign
@@ -262,11 +287,11 @@ def _log_magnitude_pool(sign):
     return pool
 
 
-def _vonmises_to_natural(ops, loc, concentration):
+def _vonmises_to_natural(ops: Ops, loc: Array, concentration: Array) -> tuple[Array, Array]:
     return concentration * ops.cos(loc), concentration * ops.sin(loc)
 
 
-def _vonmises_from_natural(ops, c, s):
+def _vonmises_from_natural(ops: Ops, c: Array, s: Array) -> dict[str, Array]:
     return {"loc": ops.atan2(s, c), "concentration": ops.sqrt(c * c + s * s)}
 
 
@@ -288,7 +313,7 @@ MULTIVARIATE_NORMAL = Family(
     None,
     pool=_mvn_pool,  # the pool is parameterised by its scale_tril
 )
-_LOGITS = dict(
+_LOGITS: _LogitOptions = dict(
     convex_support=False, infinite_ok=("logits",), infinite_naturals=True
 )  # logits of probabilities 0 and 1
 BERNOULLI = _identity_family("Bernoulli", ("logits",), label_kind="bernoulli", **_LOGITS)

@@ -14,12 +14,21 @@ from __future__ import annotations
 
 import itertools
 import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from . import pooling
+from ._types import Array, Distribution, Message
 from .draws import Draws
 from .errors import MixupUsageError, UnsupportedDistributionError
+from .families import Family
 from .options import MixOptions
 from .targets import along, mix_values, resolve_target
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from .backend import Effects, Frame
 
 #: The key under which a fused latent site's draws are recorded in ``msg["infer"]``,
 #: so that a model replaying the guide's value can check (and share) them.
@@ -28,7 +37,7 @@ DRAWS_KEY = "_pyro_mixup_draws"
 _entry_ids = itertools.count()
 
 #: (leaf class, family, target option, beta > 0) -> the target it resolves to
-_LEAF_TARGETS = {}
+_LEAF_TARGETS: dict[tuple[type, Family, str | None, bool], str] = {}
 
 #: Plates the libraries add around a whole model (vectorised ELBO particles,
 #: Pyro's vectorised Predictive): never a plate over examples.
@@ -43,7 +52,7 @@ def called_from(*module_prefixes: str) -> bool:
     """Whether code of one of these modules is on the Python call stack (how a
     handler tells that an MCMC kernel is running the model: neither library
     marks its potential-energy evaluations on the handler stack)."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         if frame.f_globals.get("__name__", "").startswith(module_prefixes):
             return True
@@ -51,11 +60,11 @@ def called_from(*module_prefixes: str) -> bool:
     return False
 
 
-def runs_as_guide(messenger, module_prefixes: tuple[str, ...]) -> bool:
+def runs_as_guide(messenger: object, module_prefixes: tuple[str, ...]) -> bool:
     """Whether an inference routine of these modules (an ELBO, SVI, Predictive) is
     running the function that ``messenger`` wraps as its guide: its ``guide``
     (or ``self.guide``) is that function, possibly under other wrappers."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         if frame.f_globals.get("__name__", "").startswith(module_prefixes):
             local = frame.f_locals
@@ -66,7 +75,7 @@ def runs_as_guide(messenger, module_prefixes: tuple[str, ...]) -> bool:
     return False
 
 
-def _wrapped_by(fn, messenger, depth: int = 8) -> bool:
+def _wrapped_by(fn: object, messenger: object, depth: int = 8) -> bool:
     for _ in range(depth):
         if fn is None:
             return False
@@ -81,7 +90,7 @@ class _DrawsRecord:
 
     __slots__ = ("draws", "entry", "name", "options", "replayed_by_model")
 
-    def __init__(self, draws: Draws, options: MixOptions, entry: int, name: str):
+    def __init__(self, draws: Draws, options: MixOptions, entry: int, name: str) -> None:
         self.draws = draws
         self.options = options
         self.entry = entry
@@ -106,18 +115,19 @@ class _Entry:
         "treated",
     )
 
-    def __init__(self, messenger, staged: bool):
+    def __init__(self, messenger: object, staged: bool) -> None:
         self.messenger = messenger
-        self.draws = None
+        self.draws: Draws | None = None
         self.seen_at = False
-        self.seen_sites = set()
+        self.seen_sites: set[str] = set()
         self.treated = 0
-        self.conditioned = []
+        self.conditioned: list[str] = []
         self.staged = staged
         self.seen_any = False
         self.id = next(_entry_ids)
-        self.latent = set()  # sites this handler saw unobserved (to catch a condition outside it)
-        self.enumerated = []  # enumerated latents inside plates, seen so far
+        # sites this handler saw unobserved (to catch a condition outside it)
+        self.latent: set[str] = set()
+        self.enumerated: list[str] = []  # enumerated latents inside plates, seen so far
 
 
 class MixingCore:
@@ -129,7 +139,7 @@ class MixingCore:
     :param effects: the backend adapter's hooks into its effect system.
     """
 
-    def __init__(self, kind: str, options: MixOptions, effects):
+    def __init__(self, kind: str, options: MixOptions, effects: Effects) -> None:
         if kind == "mixup" and options.at is None:
             raise ValueError(
                 "mixup needs at='<name of a mixable tensor>' (the inputs for vanilla mixup, "
@@ -145,12 +155,18 @@ class MixingCore:
         self.effects = effects
         self.backend = effects.backend
         self.source = effects.random_source(options)
-        self._entry = None
+        self._entry: _Entry | None = None
         # the record of a guide latent this handler fused under an ELBO, until a model replays it
-        self._fused_for_model = None
+        self._fused_for_model: _DrawsRecord | None = None
 
     # --- entry and exit ---------------------------------------------------------
-    def enter(self, messenger) -> None:
+    def _current(self) -> _Entry:
+        """The entry in progress (messages reach the core only while its messenger is entered)."""
+        entry = self._entry
+        assert entry is not None, f"a message reached the {self.kind} handler outside an entry"
+        return entry
+
+    def enter(self, messenger: object) -> None:
         if self._entry is not None:
             raise MixupUsageError(
                 f"this {self.kind} handler is already active: a handler cannot be nested in itself "
@@ -165,7 +181,7 @@ class MixingCore:
         ``at`` latent takes it over now, so that a step failing later (an error in the
         model) is not taken next time for a model that never fused it."""
         if self.options.at is not None:
-            infer = self.effects.replayed_infer(self._entry.messenger, self.options.at)
+            infer = self.effects.replayed_infer(self._current().messenger, self.options.at)
             record = None if infer is None else infer.get(DRAWS_KEY)
             if record is not None:
                 record.replayed_by_model = True
@@ -208,7 +224,8 @@ class MixingCore:
 
     # --- messages -----------------------------------------------------------------
     def _begin_message(self) -> _Entry:
-        entry = self._entry
+        entry = self._entry  # _current(), inlined: this runs at every message
+        assert entry is not None, f"a message reached the {self.kind} handler outside an entry"
         entry.seen_any = True
         # Checked at every message: Pyro's JitTrace_ELBO runs the step once eagerly
         # (to find its params) before it traces it.
@@ -222,7 +239,7 @@ class MixingCore:
             )
         return entry
 
-    def sample(self, msg) -> None:
+    def sample(self, msg: Message) -> None:
         entry = self._begin_message()
         name = msg["name"]
         entry.seen_sites.add(name)
@@ -241,10 +258,10 @@ class MixingCore:
             entry.seen_at = True
             self._fuse_latent(entry, msg)
 
-    def sample_done(self, msg) -> None:
+    def sample_done(self, msg: Message) -> None:
         """A sample site after every handler processed it (the adapter's postprocess):
         what handlers outside this one did to it."""
-        entry = self._entry
+        entry = self._current()
         name = msg["name"]
         if name not in entry.latent or not self.effects.frames(msg):
             return
@@ -262,7 +279,7 @@ class MixingCore:
         elif self.effects.enumerated(msg):
             entry.enumerated.append(name)
 
-    def embed(self, msg) -> None:
+    def embed(self, msg: Message) -> None:
         entry = self._begin_message()
         if self.kind != "probmix" or msg["name"] != self.options.at:
             return
@@ -273,7 +290,7 @@ class MixingCore:
             return
         msg["args"] = (self._fuse(msg, dist, msg["kwargs"].get("dim")),) + tuple(msg["args"][1:])
 
-    def mixable(self, msg) -> None:
+    def mixable(self, msg: Message) -> None:
         entry = self._begin_message()
         if self.kind != "mixup" or msg["name"] != self.options.at:
             return
@@ -304,7 +321,7 @@ class MixingCore:
     def _refuse_pairing_under_enumeration(self, name: str) -> None:
         raise MixupUsageError(
             f"{self.kind} would pair site {name!r} under the enumerated local latent(s) "
-            f"{self._entry.enumerated} (config_enumerate with TraceEnum_ELBO, or NumPyro's MCMC enumerating "
+            f"{self._current().enumerated} (config_enumerate with TraceEnum_ELBO, or NumPyro's MCMC enumerating "
             "discrete sites): enumeration gives an example and its partner the same value of that latent, "
             "so the pair would be scored as if they shared it, and the pool of two mixtures has no closed "
             "form. Sample the discrete latent in the guide instead of enumerating it (or enumerate only "
@@ -312,7 +329,7 @@ class MixingCore:
         )
 
     # --- which sites, which plate ---------------------------------------------------
-    def _treats(self, entry: _Entry, msg, frames) -> bool:
+    def _treats(self, entry: _Entry, msg: Message, frames: Sequence[Frame]) -> bool:
         opts = self.options
         if opts.sites is not None:
             return msg["name"] in opts.sites and self.effects.carries_likelihood(msg)
@@ -325,7 +342,12 @@ class MixingCore:
             return False
         return True
 
-    def _pair_frame(self, msg, explicit_dim=None, frames=None):
+    def _pair_frame(
+        self,
+        msg: Message,
+        explicit_dim: int | None = None,
+        frames: Sequence[Frame] | None = None,
+    ) -> Frame | None:
         """The plate frame whose examples are paired: the one named ``plate=``, or
         the only one the site is in; ``None`` for an explicit ``dim=`` outside
         plates. Raises when there is no way to tell."""
@@ -359,7 +381,7 @@ class MixingCore:
         )
 
     @staticmethod
-    def _agree(msg, frame, explicit_dim):
+    def _agree(msg: Message, frame: Frame, explicit_dim: int | None) -> Frame:
         if explicit_dim is not None and explicit_dim < 0 and explicit_dim != frame.dim:
             raise ValueError(
                 f"site {msg['name']!r}: dim={explicit_dim} but it is inside plate {frame.name!r} "
@@ -367,7 +389,7 @@ class MixingCore:
             )
         return frame
 
-    def _example_count(self, frame, size, what: str) -> int:
+    def _example_count(self, frame: Frame | None, size: Any, what: str) -> int:
         size = self.effects.size(size)
         if frame is not None and size != self.effects.size(frame.size):
             raise ValueError(
@@ -378,17 +400,17 @@ class MixingCore:
 
     # --- draws -----------------------------------------------------------------
     def _draws(self) -> Draws:
-        entry = self._entry
+        entry = self._current()
         if entry.draws is None:
             entry.draws = self._guide_draws() or Draws(self.options, self.source, self._refuse_mcmc)
         return entry.draws
 
-    def _guide_draws(self):
+    def _guide_draws(self) -> Draws | None:
         """The draws of a separately wrapped guide whose fused ``at`` latent this
         model replays, so that model and guide pool with the same draw."""
         if self.options.at is None:
             return None
-        infer = self.effects.replayed_infer(self._entry.messenger, self.options.at)
+        infer = self.effects.replayed_infer(self._current().messenger, self.options.at)
         record = None if infer is None else infer.get(DRAWS_KEY)
         if record is None:
             return None
@@ -411,17 +433,23 @@ class MixingCore:
             )
 
     # --- fusing (M-ProbMix) --------------------------------------------------------
-    def _pairs_of(self, msg, dist, explicit_dim):
+    def _pairs_of(
+        self, msg: Message, dist: Distribution, explicit_dim: int | None
+    ) -> tuple[int, int, Draws]:
         """``(dim, n, draws)``: the batch dim of ``dist`` that holds the examples, their number, the draws."""
         frame = self._pair_frame(msg, explicit_dim)
         batch_shape = tuple(dist.batch_shape)
-        dim = pooling.normalise_dim(explicit_dim if frame is None else frame.dim, batch_shape)
+        if frame is None:
+            assert explicit_dim is not None  # outside plates only an explicit dim= pairs
+            dim = pooling.normalise_dim(explicit_dim, batch_shape)
+        else:
+            dim = pooling.normalise_dim(frame.dim, batch_shape)
         n = self._example_count(
             frame, batch_shape[dim], f"the batch dim {dim} of {msg['name']!r}'s distribution"
         )
         return dim, n, self._draws()
 
-    def _fuse(self, msg, dist, explicit_dim):
+    def _fuse(self, msg: Message, dist: Distribution, explicit_dim: int | None) -> Distribution:
         backend = self.backend
         dim, n, draws = self._pairs_of(msg, dist, explicit_dim)
         like = backend.first_param(pooling.decompose(backend, dist))
@@ -429,7 +457,7 @@ class MixingCore:
             backend, dist, draws.lam(n, like), draws.partner(n), dim, validate=False
         )
 
-    def _fuse_linear(self, msg, dist, explicit_dim):
+    def _fuse_linear(self, msg: Message, dist: Distribution, explicit_dim: int | None) -> Array:
         """A draw from the ``lam``-mixture of each example's embedding density and
         its partner's: its own draw with probability ``lam``, else a draw from the
         partner's density (an independent second draw, taken at the partner's row)."""
@@ -445,7 +473,7 @@ class MixingCore:
             pooling.take_partner(backend, other, draws.partner(n), axis),
         )
 
-    def _fuse_latent(self, entry: _Entry, msg) -> None:
+    def _fuse_latent(self, entry: _Entry, msg: Message) -> None:
         name = msg["name"]
         if self.options.pooling == "linear":
             raise ValueError(
@@ -480,7 +508,7 @@ class MixingCore:
         if replayed is None and self.effects.runs_as_guide(entry.messenger):
             self._fused_for_model = record
 
-    def _fuse_site(self, name, fn, msg):
+    def _fuse_site(self, name: str, fn: Distribution, msg: Message) -> Distribution:
         try:
             return self._fuse(msg, fn, None)
         except UnsupportedDistributionError as error:
@@ -505,7 +533,7 @@ class MixingCore:
             )
 
     # --- scoring observed sites ------------------------------------------------------
-    def _target_for(self, name: str, fn):
+    def _target_for(self, name: str, fn: Distribution) -> tuple[Family | None, str]:
         """The family (None outside the registry) and the target of a site."""
         opts, backend = self.options, self.backend
         family = backend.lookup(fn)
@@ -525,21 +553,22 @@ class MixingCore:
             family = None  # fine for mixup; probmix raises when it pools
         return family, self._resolve(name, family, fn)
 
-    def _resolve(self, name, family, fn):
+    def _resolve(self, name: str, family: Family | None, fn: Distribution) -> str:
         support = fn.support
         real = self.effects.is_real_support(support)
         return resolve_target(
             name, family, support.is_discrete, real, self.options.target, self.options.beta
         )
 
-    def _score(self, msg, frames, pool: bool) -> None:
+    def _score(self, msg: Message, frames: Sequence[Frame], pool: bool) -> None:
         """Replace an observed site's likelihood by its mixup target (pooled first if asked)."""
         effects, backend = self.effects, self.backend
         frame = self._pair_frame(msg, frames=frames)
+        assert frame is not None  # without an explicit dim, a plate or an error
         dim, n = frame.dim, effects.size(frame.size)
         fn, mask = effects.split_mask(msg)
         family, target = self._target_for(msg["name"], fn)
-        if self._entry.enumerated and (
+        if self._current().enumerated and (
             pool or target == "expected" or (family is not None and family.classification)
         ):
             self._refuse_pairing_under_enumeration(msg["name"])
@@ -549,7 +578,7 @@ class MixingCore:
             fn = pooling.pool_pairs(backend, fn, lam, partner, dim, validate=False)
         if target == "expected":
             msg["fn"] = effects.paired_target(fn, lam, partner, dim, mask)
-        elif family is not None and family.classification:
+        elif family is not None and family.label_kind is not None:  # family.classification
             msg["fn"] = effects.soft_label_target(
                 fn, lam, partner, dim, self.options.beta, family.label_kind, mask
             )

@@ -29,9 +29,14 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = [
     "ModelSites",
@@ -54,7 +59,7 @@ class SiteLayout:
     (``dim`` negative, counted from the right of the batch shape) and the number
     of batch dims of one draw's value (the rest are event dims)."""
 
-    plates: tuple
+    plates: tuple[tuple[str, int], ...]
     batch_ndim: int
 
 
@@ -62,9 +67,9 @@ class SiteLayout:
 class ModelSites:
     """The sites of one run of the model on the test inputs, by role."""
 
-    latent: tuple
-    deterministic: tuple
-    observed: tuple
+    latent: tuple[str, ...]
+    deterministic: tuple[str, ...]
+    observed: tuple[str, ...]
 
 
 @dataclass
@@ -74,14 +79,14 @@ class TestRuns:
 
     __test__ = False  # not a pytest test class despite the name
 
-    posterior: dict
-    log_likelihood: dict
-    posterior_predictive: dict
-    observed_data: dict
-    layouts: dict = field(default_factory=dict)
+    posterior: dict[str, np.ndarray]
+    log_likelihood: dict[str, np.ndarray]
+    posterior_predictive: dict[str, np.ndarray]
+    observed_data: dict[str, np.ndarray]
+    layouts: dict[str, SiteLayout] = field(default_factory=dict)
 
 
-def flatten_chains(grouped) -> tuple:
+def flatten_chains(grouped: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
     """``({site: array[chain * draw, ...]}, chains)`` from an MCMC's ``get_samples(group_by_chain=True)``
     (Pyro's and NumPyro's MCMC share that API)."""
     if not isinstance(grouped, dict) or not grouped:
@@ -92,7 +97,7 @@ def flatten_chains(grouped) -> tuple:
     return {k: v.reshape((-1,) + tuple(v.shape[2:])) for k, v in grouped.items()}, chains
 
 
-def latent_draws(samples: dict, sites: ModelSites) -> dict:
+def latent_draws(samples: Mapping[str, Any], sites: ModelSites) -> dict[str, Any]:
     """The part of ``samples`` that may be substituted into the test-time model.
 
     Only latent sites carry over to new inputs. A deterministic site (``mu =
@@ -123,7 +128,9 @@ def latent_draws(samples: dict, sites: ModelSites) -> dict:
     return {k: samples[k] for k in sites.latent}
 
 
-def refuse_row_latents(sites: ModelSites, plates_of: dict, same_rows: bool) -> None:
+def refuse_row_latents(
+    sites: ModelSites, plates_of: Mapping[str, Sequence[str]], same_rows: bool
+) -> None:
     """Posterior draws of a latent in the plate of the observations (one value per
     training row, e.g. a per-row scale) belong to the training rows: carried to test
     rows of the same number they would pair row i of one set with row i of the other,
@@ -141,7 +148,7 @@ def refuse_row_latents(sites: ModelSites, plates_of: dict, same_rows: bool) -> N
         )
 
 
-def refuse_uncovered_latents(sites: ModelSites, drawn) -> None:
+def refuse_uncovered_latents(sites: ModelSites, drawn: Mapping[str, Any]) -> None:
     """A guide that draws no value for a latent leaves it to its prior at every draw."""
     missing = [name for name in sites.latent if name not in drawn]
     if missing:
@@ -153,7 +160,9 @@ def refuse_uncovered_latents(sites: ModelSites, drawn) -> None:
         )
 
 
-def fit_latent_shapes(draws: dict, test_shapes: dict) -> dict:
+def fit_latent_shapes(
+    draws: Mapping[str, Any], test_shapes: Mapping[str, Sequence[int]]
+) -> dict[str, Any]:
     """``draws`` with each site's draw shaped as the site is in the test-time model.
 
     Leading singleton dims (``Predictive`` returns a scalar latent of a model
@@ -182,7 +191,7 @@ def fit_latent_shapes(draws: dict, test_shapes: dict) -> dict:
     return out
 
 
-def _strip_ones(shape):
+def _strip_ones(shape: Sequence[int]) -> tuple[int, ...]:
     shape = tuple(shape)
     while shape and shape[0] == 1:
         shape = shape[1:]
@@ -192,7 +201,13 @@ def _strip_ones(shape):
 # ----------------------------------------------------------------------------- dims
 
 
-def site_dims(name, shape, layout: SiteLayout, user_dims: dict, batch_ndim=None):
+def site_dims(
+    name: str,
+    shape: Sequence[int],
+    layout: SiteLayout,
+    user_dims: Mapping[str, Sequence[str]],
+    batch_ndim: int | None = None,
+) -> list[str]:
     """Dim names for a value of ``shape`` (no draw axis): plate names for batch
     dims under a plate, ``<name>_dim_<k>`` for the others; ``user_dims`` wins."""
     if name in user_dims:
@@ -218,8 +233,14 @@ def site_dims(name, shape, layout: SiteLayout, user_dims: dict, batch_ndim=None)
 
 
 def build_groups(
-    runs: TestRuns, *, chains: int, coords=None, dims=None, attrs=None, sample_stats=None
-) -> dict:
+    runs: TestRuns,
+    *,
+    chains: int,
+    coords: Mapping[str, Any] | None = None,
+    dims: Mapping[str, Sequence[str]] | None = None,
+    attrs: Mapping[str, Any] | None = None,
+    sample_stats: Mapping[str, Any] | None = None,
+) -> dict[str, xr.Dataset]:
     """``{group: xarray.Dataset}`` from ``runs`` (draws split into ``chains`` equal chains)."""
     import xarray as xr
 
@@ -229,7 +250,7 @@ def build_groups(
         raise ValueError(f"{num_draws} draws do not split into {chains} chains of equal length")
     draws = num_draws // chains
 
-    def by_chain(name, arr, batch_ndim=None):
+    def by_chain(name: str, arr: Any, batch_ndim: int | None = None) -> xr.DataArray:
         arr = np.asarray(arr)
         arr = arr.reshape((chains, draws) + arr.shape[1:])
         names = site_dims(name, arr.shape[2:], runs.layouts[name], dims, batch_ndim)
@@ -262,7 +283,7 @@ def build_groups(
     return out
 
 
-def sample_stats_dataset(stats: dict, chains: int, draws: int):
+def sample_stats_dataset(stats: Mapping[str, Any], chains: int, draws: int) -> xr.Dataset:
     """A ``sample_stats`` dataset from ``{stat: array[chain, draw, ...]}`` (ArviZ's names:
     ``diverging``, ``energy``, ``lp``, ``step_size``, ``tree_depth``, ...)."""
     import xarray as xr
@@ -291,7 +312,7 @@ def _num_draws(runs: TestRuns) -> int:
     return sizes.pop()
 
 
-def _with_coords(ds, coords):
+def _with_coords(ds: xr.Dataset, coords: Mapping[Any, Any]) -> xr.Dataset:
     """Integer coordinates for every dim, or the user's ``coords``."""
     return ds.assign_coords(
         {
@@ -314,12 +335,14 @@ def arviz_major() -> int:
         return 0
 
 
-def make_container(groups: dict):
-    """``arviz.InferenceData`` (ArviZ 0.x) or ``xarray.DataTree`` (ArviZ 1.x) of ``groups``."""
+def make_container(groups: Mapping[str, xr.Dataset]) -> Any:
+    """``arviz.InferenceData`` (ArviZ 0.x) or ``xarray.DataTree`` (ArviZ 1.x) of ``groups``
+    (``Any`` to the type checker: which one depends on the ArviZ installed)."""
     import arviz as az
 
     if arviz_major() < 1 and hasattr(az, "InferenceData"):
-        return az.InferenceData(**groups)
+        # the keys are group names (GROUPS), never InferenceData's own keyword arguments
+        return az.InferenceData(**groups)  # type: ignore[arg-type]
     import xarray as xr  # ArviZ 1.x: a DataTree with one child per group
 
     return xr.DataTree.from_dict({f"/{k}": v for k, v in groups.items()})

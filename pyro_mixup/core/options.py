@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .pairing import PartnerTable
+from .errors import MixupUsageError
+from .pairing import PartnerTable, ShardLocalPairing
 
 TARGETS = ("mixed", "expected")
 PAIRINGS = ("permutation", "shift")
@@ -43,8 +44,11 @@ OPTION_DOCS = {
     "per_example": ":param bool per_example: one ``lam`` per example instead of one per batch.",
     "pairing": (
         ':param pairing: ``"permutation"`` (a uniform random permutation, default),\n'
-        '    ``"shift"`` (a random cyclic shift: the same pair marginals, cheaper), or a\n'
-        "    :class:`~pyro_mixup.pairing.PartnerTable` (LocK, C-Mixup)."
+        '    ``"shift"`` (a random cyclic shift: the same pair marginals, cheaper), a\n'
+        "    :class:`~pyro_mixup.pairing.PartnerTable` (LocK, C-Mixup), or\n"
+        "    :class:`~pyro_mixup.pairing.ShardLocalPairing` ``(k)`` (a random permutation within\n"
+        "    each of ``k`` contiguous shards of the batch: no partner crosses a device when the\n"
+        "    batch is sharded over ``k`` devices; the batch must split into ``k`` equal shards)."
     ),
     "pooling": (
         ":param str pooling: how ``probmix(at=...)`` fuses a pair's embedding densities:\n"
@@ -55,7 +59,7 @@ OPTION_DOCS = {
 }
 
 
-def _number(name: str, value, minimum: float = 0.0) -> float:
+def _number(name: str, value: Any, minimum: float = 0.0) -> float:
     """A finite float >= minimum from a Python, NumPy, torch or JAX scalar."""
     shape = getattr(value, "shape", None)
     if isinstance(value, bool) or not (
@@ -73,13 +77,13 @@ def _number(name: str, value, minimum: float = 0.0) -> float:
     return out
 
 
-def _flag(name: str, value) -> bool:
+def _flag(name: str, value: object) -> bool:
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     raise ValueError(f"{name} must be True or False; got {value!r}")
 
 
-def _name(name: str, value) -> str | None:
+def _name(name: str, value: object) -> str | None:
     if value is None or isinstance(value, str):
         return value
     raise ValueError(f"{name} must be a site or plate name (a string) or None; got {value!r}")
@@ -106,12 +110,14 @@ class MixOptions:
     pairing: Any = "permutation"
     pooling: str = "log-linear"
     rng_key: Any = None
+    #: the backend (a :class:`~pyro_mixup.core.backend.PoolingBackend`; ``Any`` to the type
+    #: checker because the field's default is None, which the adapters never leave it)
     arrays: Any = field(default=None, compare=False, repr=False)
     #: ``perm`` as a cyclic shift when it is one (found on a concrete ``perm``):
     #: a partner by shift is a roll, far cheaper than a gather and its scatter-add gradient.
     perm_shift: int | None = field(default=None, init=False, compare=False, repr=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         put = object.__setattr__.__get__(self)
         put("alpha", _number("alpha (lam ~ Beta(alpha, alpha))", self.alpha))
         put("beta", _number("beta", self.beta))
@@ -131,11 +137,15 @@ class MixOptions:
         if isinstance(self.pairing, str):
             if self.pairing not in PAIRINGS:
                 raise ValueError(
-                    f"pairing must be one of {PAIRINGS} or a pyro_mixup.pairing.PartnerTable; got {self.pairing!r}"
+                    f"pairing must be one of {PAIRINGS}, a pyro_mixup.pairing.PartnerTable or a "
+                    f"ShardLocalPairing; got {self.pairing!r}"
                 )
+        elif isinstance(self.pairing, ShardLocalPairing):
+            pass  # a fixed perm= is checked to stay within its shards (in _fixed_perm)
         elif not isinstance(self.pairing, PartnerTable):
             raise ValueError(
-                f"pairing must be one of {PAIRINGS} or a PartnerTable; got {self.pairing!r}"
+                f"pairing must be one of {PAIRINGS}, a PartnerTable or a ShardLocalPairing; "
+                f"got {self.pairing!r}"
             )
         elif self.perm is not None:
             raise ValueError("give either perm= or a pairing table, not both")
@@ -150,11 +160,11 @@ class MixOptions:
                 f"lam has {lam_n} values but perm has length {self._length(self.perm)}"
             )
 
-    def _length(self, array) -> int | None:
+    def _length(self, array: Any) -> int | None:
         shape = () if array is None else tuple(self.arrays.shape(array))
         return shape[0] if shape else None
 
-    def _fixed_lam(self, lam):
+    def _fixed_lam(self, lam: Any) -> Any:
         lam = self.arrays.weight_array(lam)
         shape = tuple(self.arrays.shape(lam))
         if len(shape) > 1:
@@ -168,17 +178,30 @@ class MixOptions:
                 raise ValueError(f"lam must lie in [0, 1]; got {values}")
         return lam
 
-    def _fixed_perm(self, perm):
+    def _fixed_perm(self, perm: Any) -> Any:
+        # read a constant before converting it: inside jax.jit the conversion is traced
+        given = self.arrays.to_numpy(perm)
         perm = self.arrays.index_array(perm)  # refuses non-integer dtypes
         shape = tuple(self.arrays.shape(perm))
         if len(shape) != 1:
             raise ValueError(f"perm must be a 1-D permutation of the batch; got shape {shape}")
-        concrete = self.arrays.to_numpy(perm)
+        concrete = given if given is not None else self.arrays.to_numpy(perm)
+        if concrete is None and isinstance(self.pairing, ShardLocalPairing):
+            # a traced perm cannot be checked to stay in its shards, and the shard-by-shard
+            # gather would read out of its block (NaN or a wrapped index) rather than fail
+            raise MixupUsageError(
+                "perm= with pairing=ShardLocalPairing(...) must be concrete (a NumPy array or a "
+                "list), not traced inside jax.jit: pass it as a constant, or drop pairing= "
+                "(a fixed perm already says who pairs with whom)"
+            )
         if concrete is not None:
             if not np.array_equal(np.sort(concrete), np.arange(shape[0])):
                 raise ValueError(
                     f"perm must be a permutation of 0..{shape[0] - 1} (each index once); got {concrete.tolist()[:20]}"
                 )
+            if isinstance(self.pairing, ShardLocalPairing):
+                self.pairing.check(concrete)
+                return perm  # applied shard by shard (a shift would cross shards)
             steps = (np.asarray(concrete) - np.arange(shape[0])) % max(shape[0], 1)
             if steps.size and np.all(steps == steps[0]):
                 object.__setattr__(self, "perm_shift", int(steps[0]))
@@ -188,7 +211,7 @@ class MixOptions:
         """Whether two handlers draw from the same distribution (so one may
         reuse the other's draw): equal options that shape the draws."""
 
-        def same(a, b):
+        def same(a: Any, b: Any) -> bool:
             if a is b:
                 return True
             if a is None or b is None:

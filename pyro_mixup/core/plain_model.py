@@ -17,6 +17,9 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import Any
+
 __all__ = [
     "LEAK_MESSAGE",
     "HandlerLeakError",
@@ -42,23 +45,24 @@ LEAK_MESSAGE = (
 )
 
 
-def is_mixing_handler(handler) -> bool:
+def is_mixing_handler(handler: object) -> bool:
     """True for a pyro_mixup mixing handler (a Pyro or NumPyro messenger)."""
     return type(handler).__module__ in _MIXING_HANDLER_MODULES
 
 
-def refuse_active_handlers(stack) -> None:
+def refuse_active_handlers(stack: Iterable[object]) -> None:
     """Raise :class:`HandlerLeakError` if a mixing handler is on ``stack`` (Pyro's or NumPyro's)."""
     for handler in stack:
         if is_mixing_handler(handler):
             raise HandlerLeakError(LEAK_MESSAGE.format(name=type(handler).__name__))
 
 
-def unwrap(model):
+def unwrap(model: Callable[..., Any]) -> Callable[..., Any]:
     """Strip outer pyro_mixup handler wrappers (``probmix(model)``, ``mixup(model)``,
     Pyro or NumPyro) and return the plain model. Other handlers are kept."""
-    while is_mixing_handler(getattr(model, "mixup_handler", model)) and callable(
-        getattr(model, "__wrapped__", None)
-    ):
-        model = model.__wrapped__
+    while is_mixing_handler(getattr(model, "mixup_handler", model)):
+        wrapped = getattr(model, "__wrapped__", None)
+        if not callable(wrapped):
+            break
+        model = wrapped
     return model

@@ -16,13 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._types import Array, Distribution
 from .errors import UnsupportedDistributionError
 from .families import Family, masked_weighted_sum
 from .pairing import Partner
+
+if TYPE_CHECKING:
+    from .backend import PoolingBackend
 
 #: Weights must lie in [-WEIGHT_TOL, 1 + WEIGHT_TOL] and sum to 1 within WEIGHT_TOL;
 #: they are then projected onto the simplex (clipped at 0, renormalised).
@@ -33,21 +37,24 @@ WEIGHT_TOL = 1e-5
 FIXED_PARAM_ULPS = 8
 
 
-def take_partner(backend, x, partner, axis: int):
+def take_partner(backend: PoolingBackend, x: Array, partner: Partner | Array, axis: int) -> Array:
     """``x`` with element ``i`` along ``axis`` replaced by its partner's: a roll
-    for a cyclic :class:`~pyro_mixup.core.pairing.Partner`, else a gather."""
+    for a cyclic :class:`~pyro_mixup.core.pairing.Partner`, a gather shard by
+    shard for a shard-local one, else a gather."""
     if type(partner) is Partner:
         if partner.shift is not None:
             return backend.roll(x, -partner.shift, axis)
+        if partner.shards is not None:
+            return backend.take_local(x, partner.index, axis, partner.shards)
         partner = partner.index
     return backend.take(x, partner, axis)
 
 
-def _partner_shape(backend, partner):
+def _partner_shape(backend: PoolingBackend, partner: Partner | Array) -> tuple[int, ...]:
     return (partner.n,) if type(partner) is Partner else tuple(backend.shape(partner))
 
 
-def _partner_numpy(backend, partner):
+def _partner_numpy(backend: PoolingBackend, partner: Partner | Array) -> np.ndarray | None:
     """The partner index as a numpy array, or None while traced."""
     if type(partner) is not Partner:
         return backend.to_numpy(partner)
@@ -62,13 +69,27 @@ class Node:
     """One layer of a decomposed distribution."""
 
     kind: str  # "leaf", "independent", "expanded", "masked", "transformed"
-    dist: Any
+    dist: Distribution
     child: Node | None = None
     family: Family | None = None
     info: Any = None  # reinterpreted dims, mask or transforms
 
 
-def decompose(backend, d) -> Node:
+def _child(node: Node) -> Node:
+    """The layer a wrapper layer wraps (:func:`decompose` gives every wrapper one)."""
+    child = node.child
+    assert child is not None, node.kind
+    return child
+
+
+def _family(node: Node) -> Family:
+    """The family of a leaf layer (:func:`decompose` gives every leaf one)."""
+    family = node.family
+    assert family is not None, node.kind
+    return family
+
+
+def decompose(backend: PoolingBackend, d: Distribution) -> Node:
     entry = backend.lookup(d)
     if entry is not None:
         return Node("leaf", d, family=entry)
@@ -89,11 +110,11 @@ def _strip_expanded(node: Node) -> Node:
     # An expanded layer only broadcasts parameters, which pooling does anyway:
     # it is transparent, so Gamma(2., 1.).expand([3]) pools with Gamma(rates).
     while node.kind == "expanded":
-        node = node.child
+        node = _child(node)
     return node
 
 
-def _same_structure(backend, nodes: Sequence[Node]) -> None:
+def _same_structure(backend: PoolingBackend, nodes: Sequence[Node]) -> None:
     nodes = [_strip_expanded(n) for n in nodes]
     first = nodes[0]
     for other in nodes[1:]:
@@ -105,8 +126,8 @@ def _same_structure(backend, nodes: Sequence[Node]) -> None:
         if first.kind == "leaf" and other.family is not first.family:
             raise ValueError(
                 "log_linear_pool needs distributions of one family; got "
-                f"{first.family.name} ({type(first.dist).__name__}) and "
-                f"{other.family.name} ({type(other.dist).__name__})"
+                f"{_family(first).name} ({type(first.dist).__name__}) and "
+                f"{_family(other).name} ({type(other.dist).__name__})"
             )
         if first.kind == "independent" and other.info != first.info:
             raise ValueError(
@@ -119,10 +140,10 @@ def _same_structure(backend, nodes: Sequence[Node]) -> None:
                 f"are equal; got {first.info} and {other.info}"
             )
     if first.child is not None:
-        _same_structure(backend, [n.child for n in nodes])
+        _same_structure(backend, [_child(n) for n in nodes])
 
 
-def _broadcast_shapes(*shapes) -> tuple[int, ...]:
+def _broadcast_shapes(*shapes: Sequence[int]) -> tuple[int, ...]:
     try:
         return tuple(np.broadcast_shapes(*[tuple(s) for s in shapes]))
     except ValueError as e:
@@ -142,24 +163,32 @@ class _Combiner:
 
     careful = True
 
-    def combine(self, arrays, extra_dims: int):  # pragma: no cover - interface
+    def combine(self, arrays: Sequence[Array], rank: int) -> Array:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def terms(self, arrays, rank: int):  # pragma: no cover - interface
+    def terms(
+        self, arrays: Sequence[Array], rank: int
+    ) -> list[tuple[Array, Array]]:  # pragma: no cover - interface
         """``[(weight, array), ...]``, one per member, weights shaped to broadcast."""
         raise NotImplementedError
 
     def member(self, k: int) -> str:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def combine_masks(self, masks, batch_shape):  # pragma: no cover - interface
+    def combine_masks(
+        self, masks: Sequence[Array], batch_shape: tuple[int, ...]
+    ) -> Array:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def check_fixed(self, name, values, batch_shape):  # pragma: no cover - interface
+    def check_fixed(
+        self, name: str, values: Sequence[Array], batch_shape: tuple[int, ...]
+    ) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
 
-def _pool_node(backend, nodes: list[Node], batch_shape, combiner: _Combiner):
+def _pool_node(
+    backend: PoolingBackend, nodes: list[Node], batch_shape: tuple[int, ...], combiner: _Combiner
+) -> Distribution:
     """Pool a list of structurally equal nodes; ``batch_shape`` is the batch
     shape the pooled node must have."""
     nodes = [_strip_expanded(n) for n in nodes]
@@ -171,13 +200,13 @@ def _pool_node(backend, nodes: list[Node], batch_shape, combiner: _Combiner):
         masks = [
             backend.broadcast_to(backend.as_bool(n.info, like=n.dist), batch_shape) for n in nodes
         ]
-        child = _pool_node(backend, [n.child for n in nodes], batch_shape, combiner)
+        child = _pool_node(backend, [_child(n) for n in nodes], batch_shape, combiner)
         return backend.masked(child, combiner.combine_masks(masks, batch_shape), like=first.dist)
     child_suffix = _broadcast_shapes(
-        *[tuple(n.child.dist.batch_shape)[len(n.dist.batch_shape) :] for n in nodes]
+        *[tuple(_child(n).dist.batch_shape)[len(n.dist.batch_shape) :] for n in nodes]
     )
     child = _pool_node(
-        backend, [n.child for n in nodes], tuple(batch_shape) + child_suffix, combiner
+        backend, [_child(n) for n in nodes], tuple(batch_shape) + child_suffix, combiner
     )
     if first.kind == "independent":
         return backend.independent(child, first.info, like=first.dist)
@@ -186,8 +215,10 @@ def _pool_node(backend, nodes: list[Node], batch_shape, combiner: _Combiner):
     raise AssertionError(first.kind)
 
 
-def _pool_leaf(backend, nodes: list[Node], batch_shape, combiner: _Combiner):
-    family = nodes[0].family
+def _pool_leaf(
+    backend: PoolingBackend, nodes: list[Node], batch_shape: tuple[int, ...], combiner: _Combiner
+) -> Distribution:
+    family = _family(nodes[0])
     ops = backend.ops
     raw = [[backend.param(n.dist, name) for name in family.params] for n in nodes]
     if combiner.careful:
@@ -210,7 +241,9 @@ def _pool_leaf(backend, nodes: list[Node], batch_shape, combiner: _Combiner):
             ],
         )
     else:
-        naturals_per_input = [family.to_natural(ops, *member) for member in params]
+        to_natural, from_natural = family.to_natural, family.from_natural
+        assert to_natural is not None and from_natural is not None  # no pool: naturals
+        naturals_per_input: list[Sequence[Array]] = [to_natural(ops, *member) for member in params]
         if family.infinite_naturals and not combiner.careful:
             # the handlers' path cannot refuse on values: clipped, 0 * -inf is 0, not NaN, and
             # +inf with -inf pools as the limit of large finite logits (public calls refuse it)
@@ -221,7 +254,7 @@ def _pool_leaf(backend, nodes: list[Node], batch_shape, combiner: _Combiner):
             combiner.combine([nat[i] for nat in naturals_per_input], rank)
             for i, rank in enumerate(family.natural_event_dims)
         ]
-        kwargs = family.from_natural(ops, *pooled)
+        kwargs = from_natural(ops, *pooled)
     if combiner.careful:
         for name in family.infinite_ok:
             kwargs[name] = ops.clip_to_finite(kwargs[name])
@@ -239,21 +272,25 @@ def _pool_leaf(backend, nodes: list[Node], batch_shape, combiner: _Combiner):
         ) from e
 
 
-def _broadcast_param(backend, p, batch_shape, rank):
+def _broadcast_param(
+    backend: PoolingBackend, p: Array, batch_shape: tuple[int, ...], rank: int
+) -> Array:
     shape = backend.shape(p)
     event = shape[len(shape) - rank :] if rank else ()
     return backend.broadcast_to(p, tuple(batch_shape) + tuple(event))
 
 
-def _member_classes(nodes) -> str:
+def _member_classes(nodes: Sequence[Node]) -> str:
     names = sorted({type(n.dist).__name__ for n in nodes})
     return " and ".join(names) + " members"
 
 
-def _check_event_sizes(backend, nodes, raw):
+def _check_event_sizes(
+    backend: PoolingBackend, nodes: Sequence[Node], raw: Sequence[Sequence[Array]]
+) -> None:
     """Event dims (categories, dimensions) are never broadcast: a Categorical
     over 1 class pooled with one over 4 is a mistake, not a pool."""
-    family = nodes[0].family
+    family = _family(nodes[0])
     for i, (name, rank) in enumerate(zip(family.params, family.param_event_dims)):
         if not rank:
             continue
@@ -269,7 +306,7 @@ def _check_event_sizes(backend, nodes, raw):
                 )
 
 
-def _check_event_shapes(dists):
+def _check_event_shapes(dists: Sequence[Distribution]) -> None:
     first = tuple(dists[0].event_shape)
     for k, d in enumerate(dists[1:], start=1):
         if tuple(d.event_shape) != first:
@@ -280,11 +317,16 @@ def _check_event_shapes(dists):
             )
 
 
-def _check_finite_params(backend, nodes, raw, combiner):
+def _check_finite_params(
+    backend: PoolingBackend,
+    nodes: Sequence[Node],
+    raw: Sequence[Sequence[Array]],
+    combiner: _Combiner,
+) -> None:
     """Refuse a NaN parameter, or an infinite one where no boundary allows it,
     before it spreads into some pooled fields and not others (skipped for
     traced values, which cannot be looked at)."""
-    family = nodes[0].family
+    family = _family(nodes[0])
     for k, (node, member) in enumerate(zip(nodes, raw)):
         for name, value in zip(family.params, member):
             concrete = backend.to_numpy(value)
@@ -301,7 +343,9 @@ def _check_finite_params(backend, nodes, raw, combiner):
                 )
 
 
-def _check_finite_result(backend, nodes, kwargs):
+def _check_finite_result(
+    backend: PoolingBackend, nodes: Sequence[Node], kwargs: dict[str, Array]
+) -> None:
     for name, value in kwargs.items():
         concrete = backend.to_numpy(value)
         if concrete is not None and not np.all(np.isfinite(np.asarray(concrete, dtype=np.float64))):
@@ -313,7 +357,7 @@ def _check_finite_result(backend, nodes, kwargs):
             )
 
 
-def _check_precision(backend, dists, like):
+def _check_precision(backend: PoolingBackend, dists: Sequence[Distribution], like: Array) -> None:
     """Half precision cannot hold the pooled precisions and log-rates
     (3 significant digits, overflow past 65504): refuse it rather than answer NaN."""
     dtype = backend.dtype_name(like)
@@ -329,13 +373,13 @@ def _check_precision(backend, dists, like):
 # log_linear_pool
 
 
-def _check_weights(backend, weights, k: int):
+def _check_weights(backend: PoolingBackend, weights: Sequence[Array], k: int) -> None:
     if k < 2:
         raise ValueError(f"log_linear_pool needs at least 2 distributions, got {k}")
     if len(weights) != k:
         raise ValueError(f"got {k} distributions but {len(weights)} weights; give one weight each")
-    concrete = [backend.to_numpy(w) for w in weights]
-    if any(c is None for c in concrete):
+    concrete = [c for c in (backend.to_numpy(w) for w in weights) if c is not None]
+    if len(concrete) < len(weights):
         return  # traced values (inside jax.jit): cannot be checked here
     try:
         stacked = np.stack(
@@ -360,7 +404,7 @@ def _check_weights(backend, weights, k: int):
         )
 
 
-def _project_onto_simplex(backend, weights):
+def _project_onto_simplex(backend: PoolingBackend, weights: Sequence[Array]) -> list[Array]:
     """Weights clipped at 0 and renormalised: inside the tolerance a weight of
     -5e-6 is still negative, and on a member with concentration 1e6 it would
     make the pooled Gamma's concentration -5."""
@@ -370,38 +414,38 @@ def _project_onto_simplex(backend, weights):
 
 
 class _WeightedSum(_Combiner):
-    def __init__(self, backend, weights, batch_ndim):
+    def __init__(self, backend: PoolingBackend, weights: Sequence[Array], batch_ndim: int) -> None:
         self.backend = backend
         self.weights = weights
         self.batch_ndim = batch_ndim
 
-    def member(self, k):
+    def member(self, k: int) -> str:
         return f"member {k}"
 
-    def _weight(self, w, level_ndim, rank):
+    def _weight(self, w: Array, level_ndim: int, rank: int) -> Array:
         # Weights broadcast against the top-level batch shape; pad them on the
         # right for batch dims added by Independent layers and event dims.
         trailing = (level_ndim - self.batch_ndim) + rank
         shape = self.backend.shape(w)
         return self.backend.reshape(w, tuple(shape) + (1,) * trailing) if trailing and shape else w
 
-    def terms(self, arrays, rank):
+    def terms(self, arrays: Sequence[Array], rank: int) -> list[tuple[Array, Array]]:
         level_ndim = len(self.backend.shape(arrays[0])) - rank
         return [
             (self.backend.as_array(self._weight(w, level_ndim, rank), like=a), a)
             for w, a in zip(self.weights, arrays)
         ]
 
-    def combine(self, arrays, rank):
+    def combine(self, arrays: Sequence[Array], rank: int) -> Array:
         return masked_weighted_sum(self.backend.ops, self.terms(arrays, rank))
 
-    def combine_masks(self, masks, batch_shape):
+    def combine_masks(self, masks: Sequence[Array], batch_shape: tuple[int, ...]) -> Array:
         out = masks[0]
         for m in masks[1:]:
             out = self.backend.logical_and(out, m)
         return out
 
-    def check_fixed(self, name, values, batch_shape):
+    def check_fixed(self, name: str, values: Sequence[Array], batch_shape: tuple[int, ...]) -> None:
         ref = self.backend.to_numpy(values[0])
         for v in values[1:]:
             other = self.backend.to_numpy(v)
@@ -414,7 +458,7 @@ class _WeightedSum(_Combiner):
                 )
 
 
-def _equal_within_rounding(a, b) -> bool:
+def _equal_within_rounding(a: np.typing.ArrayLike, b: np.typing.ArrayLike) -> bool:
     """Equal up to FIXED_PARAM_ULPS of the coarser dtype; whole numbers exactly."""
     a, b = np.asarray(a), np.asarray(b)
     try:
@@ -431,7 +475,9 @@ def _equal_within_rounding(a, b) -> bool:
     return bool(np.all(np.where(whole, a == b, close)))
 
 
-def log_linear_pool(backend, dists, weights):
+def log_linear_pool(
+    backend: PoolingBackend, dists: Sequence[Distribution], weights: Sequence[Array]
+) -> Distribution:
     dists = list(dists)
     weights = list(weights)
     if len(dists) < 2:
@@ -456,7 +502,15 @@ def log_linear_pool(backend, dists, weights):
 class _PairSum(_Combiner):
     """``lam * a + (1 - lam) * a[partner]`` along one batch dim."""
 
-    def __init__(self, backend, lam, partner, dim, batch_ndim, careful):
+    def __init__(
+        self,
+        backend: PoolingBackend,
+        lam: Array,
+        partner: Partner | Array,
+        dim: int,
+        batch_ndim: int,
+        careful: bool,
+    ) -> None:
         self.backend = backend
         self.lam = lam
         self.partner = partner
@@ -464,13 +518,13 @@ class _PairSum(_Combiner):
         self.batch_ndim = batch_ndim
         self.careful = careful
 
-    def member(self, k):
+    def member(self, k: int) -> str:
         return "the distribution"
 
-    def _axis(self, level_ndim, rank):
+    def _axis(self, level_ndim: int, rank: int) -> int:
         return self.dim - (level_ndim - self.batch_ndim) - rank
 
-    def _pair(self, a, rank):
+    def _pair(self, a: Array, rank: int) -> tuple[Array, Array, Array]:
         """``(lam, a, partner's a)``, ``lam`` shaped to broadcast against ``a``."""
         level_ndim = len(self.backend.shape(a)) - rank
         axis = self._axis(level_ndim, rank)
@@ -481,25 +535,25 @@ class _PairSum(_Combiner):
             lam = self.backend.reshape(lam, (-1,) + (1,) * (-axis - 1))
         return lam, a, other
 
-    def terms(self, arrays, rank):
+    def terms(self, arrays: Sequence[Array], rank: int) -> list[tuple[Array, Array]]:
         (a,) = arrays
         lam, a, other = self._pair(a, rank)
         lam = self.backend.as_array(lam, like=a)
         return [(lam, a), (1 - lam, other)]
 
-    def combine(self, arrays, rank):
+    def combine(self, arrays: Sequence[Array], rank: int) -> Array:
         if self.careful:
             return masked_weighted_sum(self.backend.ops, self.terms(arrays, rank))
         lam, a, other = self._pair(arrays[0], rank)
         # lam * a + (1 - lam) * other as one fused op
         return self.backend.lerp(other, a, lam)
 
-    def combine_masks(self, masks, batch_shape):
+    def combine_masks(self, masks: Sequence[Array], batch_shape: tuple[int, ...]) -> Array:
         (m,) = masks
         axis = self.dim - (len(batch_shape) - self.batch_ndim)
         return self.backend.logical_and(m, take_partner(self.backend, m, self.partner, axis))
 
-    def check_fixed(self, name, values, batch_shape):
+    def check_fixed(self, name: str, values: Sequence[Array], batch_shape: tuple[int, ...]) -> None:
         (v,) = values
         concrete = self.backend.to_numpy(v)
         if concrete is None or np.ndim(concrete) == 0:
@@ -525,7 +579,7 @@ class _PairSum(_Combiner):
             )
 
 
-def normalise_dim(dim: int, batch_shape) -> int:
+def normalise_dim(dim: int, batch_shape: Sequence[int]) -> int:
     ndim = len(batch_shape)
     if not -ndim <= dim < max(ndim, 1) or ndim == 0:
         raise ValueError(
@@ -535,7 +589,9 @@ def normalise_dim(dim: int, batch_shape) -> int:
     return dim - ndim if dim >= 0 else dim
 
 
-def check_pairing(backend, lam, partner, n: int, *, permutation: bool) -> None:
+def check_pairing(
+    backend: PoolingBackend, lam: Array, partner: Partner | Array, n: int, *, permutation: bool
+) -> None:
     """Validate a concrete mixing weight and partner index (skipped when traced)."""
     if n < 2:
         raise ValueError(
@@ -569,7 +625,15 @@ def check_pairing(backend, lam, partner, n: int, *, permutation: bool) -> None:
         raise ValueError(f"partner indices must lie in 0..{n - 1}")
 
 
-def pool_pairs(backend, d, lam, perm, dim: int = -1, *, validate: bool = True):
+def pool_pairs(
+    backend: PoolingBackend,
+    d: Distribution,
+    lam: Array,
+    perm: Partner | Array,
+    dim: int = -1,
+    *,
+    validate: bool = True,
+) -> Distribution:
     if not validate and dim < 0:
         # The handlers' hot path: inputs already checked, dim a plate's (negative).
         family = backend.lookup(d)
@@ -591,7 +655,14 @@ def pool_pairs(backend, d, lam, perm, dim: int = -1, *, validate: bool = True):
     return _pool_node(backend, [node], batch_shape, combiner)
 
 
-def _pair_leaf(backend, d, family, lam, partner, dim):
+def _pair_leaf(
+    backend: PoolingBackend,
+    d: Distribution,
+    family: Family,
+    lam: Array,
+    partner: Partner | Array,
+    dim: int,
+) -> Distribution:
     """pool_pairs for an unwrapped distribution, with as little Python as possible
     (this runs at every step of every handler that pools)."""
     batch_shape = tuple(d.batch_shape)
@@ -605,8 +676,10 @@ def _pair_leaf(backend, d, family, lam, partner, dim):
             params.append(backend.broadcast_to(p, batch_shape))
     lam = backend.as_weight(lam, params[0])
     per_example = bool(backend.shape(lam))
+    to_natural = family.to_natural
+    assert to_natural is not None  # pools_naturals: the family has no pool of its own
     pooled = []
-    for eta, rank in zip(family.to_natural(backend.ops, *params), family.natural_event_dims):
+    for eta, rank in zip(to_natural(backend.ops, *params), family.natural_event_dims):
         if family.infinite_naturals:
             # a masked class (logit -inf), a rate 0 (log -inf) stays impossible; 0 * -inf is NaN
             eta = backend.ops.clip_to_finite(eta)

@@ -16,8 +16,14 @@ site to :class:`MarginalPredictive`, which turns them into
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ._types import Array, Distribution
+
+if TYPE_CHECKING:
+    from .backend import PoolingBackend
 
 #: Draws of the embedding (and latents) per prediction. Measured by
 #: ``benchmarks/predictive_draws.py`` on the toy regression: in distribution the
@@ -46,7 +52,7 @@ def check_predictive_options(num_draws: Any, embedding: Any, site: Any) -> int:
     return num_draws
 
 
-def missing_site_error(site: str, sample_sites) -> KeyError:
+def missing_site_error(site: str, sample_sites: Iterable[str]) -> KeyError:
     names = ", ".join(repr(n) for n in sample_sites) or "none"
     return KeyError(
         f"the model has no sample site {site!r} to predict (its sample sites: {names}); pass site= the name of "
@@ -84,7 +90,7 @@ class MarginalPredictive:
     def num_draws(self) -> int:
         return int(self.samples.shape[0])
 
-    def _moments(self):
+    def _moments(self) -> tuple[Array, Array]:
         if self.draw_means is None:
             raise ValueError(
                 f"site {self.site!r}: its distribution has no mean and variance (a categorical likelihood?); "
@@ -93,24 +99,24 @@ class MarginalPredictive:
         return self.draw_means, self.draw_variances
 
     @property
-    def mean(self):
+    def mean(self) -> Array:
         """``E[y | x] = mean_s m_s`` (law of total expectation)."""
         means, _ = self._moments()
         return means.mean(0)
 
     @property
-    def variance(self):
+    def variance(self) -> Array:
         """``Var[y | x] = mean_s v_s + mean_s (m_s - E[y|x])^2`` (law of total variance)."""
         means, variances = self._moments()
         return variances.mean(0) + ((means - means.mean(0)) ** 2).mean(0)
 
 
-def mixture_log_density(draw_log_probs, logsumexp):
+def mixture_log_density(draw_log_probs: Array, logsumexp: Callable[[Array, int], Array]) -> Array:
     """``logsumexp_s lp_s - log S`` over axis 0: the log density of the equal-weight mixture."""
     return logsumexp(draw_log_probs, 0) - math.log(draw_log_probs.shape[0])
 
 
-def moments(backend, d):
+def moments(backend: PoolingBackend, d: Distribution) -> tuple[Array, Array] | None:
     """``(mean, variance)`` of ``d``, or None where they are not numbers: a
     categorical's are NaN in both libraries, and some distributions (a
     transformed one, say) do not implement them."""

@@ -17,13 +17,25 @@ ELBOs score them as usual.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from ._types import Array, Distribution
 from .families import Family
+from .pairing import Partner
 from .pooling import take_partner
+
+if TYPE_CHECKING:
+    from .backend import PoolingBackend
 
 
 def resolve_target(
-    site: str, family: Family | None, is_discrete: bool, real_support: bool, target, beta
+    site: str,
+    family: Family | None,
+    is_discrete: bool,
+    real_support: bool,
+    target: str | None,
+    beta: float,
 ) -> str:
     """The target an observed site is scored on.
 
@@ -59,7 +71,7 @@ def resolve_target(
     return chosen
 
 
-def along(backend, weight, dim: int):
+def along(backend: PoolingBackend, weight: Array, dim: int) -> Array:
     """A per-example ``(n,)`` weight shaped to broadcast along ``dim`` (negative);
     scalars pass through."""
     if not backend.shape(weight):
@@ -67,7 +79,15 @@ def along(backend, weight, dim: int):
     return backend.reshape(weight, (-1,) + (1,) * (-dim - 1))
 
 
-def mix_values(backend, value, lam, partner, axis: int, beta: float, noise=None):
+def mix_values(
+    backend: PoolingBackend,
+    value: Array,
+    lam: Array,
+    partner: Partner | Array,
+    axis: int,
+    beta: float,
+    noise: Callable[[Array], Array] | None = None,
+) -> Array:
     """``lam * v + (1 - lam) * v_partner`` along ``axis``, plus ``N(0, beta)``
     jitter from ``noise(like)`` when ``beta > 0``."""
     value = backend.ops.floating(value)
@@ -75,15 +95,24 @@ def mix_values(backend, value, lam, partner, axis: int, beta: float, noise=None)
         take_partner(backend, value, partner, axis), value, along(backend, lam, axis)
     )
     if beta > 0:
+        assert noise is not None, "beta > 0 jitters the mixed value: pass noise="
         mixed = mixed + math.sqrt(beta) * noise(mixed)
     return mixed
 
 
-def _zero_where_not(backend, mask, x):
+def _zero_where_not(backend: PoolingBackend, mask: Array, x: Array) -> Array:
     return backend.ops.where(mask, x, 0.0)
 
 
-def paired_log_prob(backend, base, value, lam, partner, dim: int, mask=None):
+def paired_log_prob(
+    backend: PoolingBackend,
+    base: Distribution,
+    value: Array,
+    lam: Array,
+    partner: Partner | Array,
+    dim: int,
+    mask: Array | None = None,
+) -> Array:
     """``lam * log p_i(y_i) + (1 - lam) * log p_i(y_partner(i))`` (METHOD.md section 2,
     Assumption 4.2); ``mask`` (batch-shaped) drops unobserved members."""
     lp_self = base.log_prob(value)
@@ -97,8 +126,16 @@ def paired_log_prob(backend, base, value, lam, partner, dim: int, mask=None):
 
 
 def soft_label_log_prob(
-    backend, base, value, lam, partner, dim: int, beta: float, kind: str, mask=None
-):
+    backend: PoolingBackend,
+    base: Distribution,
+    value: Array,
+    lam: Array,
+    partner: Partner | Array,
+    dim: int,
+    beta: float,
+    kind: str,
+    mask: Array | None = None,
+) -> Array:
     """Cross-entropy of ``base`` against the log-linear pool of the pair's
     beta-smoothed labels. ``kind`` says how a value encodes its class
     ("categorical": an index, "one_hot": a one-hot vector, "bernoulli": 0/1)."""
@@ -134,7 +171,7 @@ def soft_label_log_prob(
     return lp
 
 
-def target_classes(shell, backend, module: str):
+def target_classes(shell: type, backend: PoolingBackend, module: str) -> tuple[type, type]:
     """A backend's two target distributions, ``(PairedTarget, SoftLabelTarget)``,
     built on its pair-score ``shell`` (a distribution class holding ``base``,
     ``lam``, ``partner``, ``dim`` and ``pair_mask``)."""
@@ -142,7 +179,7 @@ def target_classes(shell, backend, module: str):
     class PairedTarget(shell):
         """The expected target ``lam * log p_i(y_i) + (1 - lam) * log p_i(y_partner(i))``."""
 
-        def log_prob(self, value):
+        def log_prob(self, value: Array) -> Array:
             return paired_log_prob(
                 backend, self.base, value, self.lam, self.partner, self.dim, self.pair_mask
             )
@@ -152,11 +189,20 @@ def target_classes(shell, backend, module: str):
 
         pytree_aux_fields = ("beta", "kind")  # NumPyro: static under jax transformations
 
-        def __init__(self, base, lam, partner, dim, beta, kind, mask=None):
+        def __init__(
+            self,
+            base: Distribution,
+            lam: Array,
+            partner: Partner | Array,
+            dim: int,
+            beta: float,
+            kind: str,
+            mask: Array | None = None,
+        ) -> None:
             super().__init__(base, lam, partner, dim, mask)
             self.beta, self.kind = beta, kind
 
-        def log_prob(self, value):
+        def log_prob(self, value: Array) -> Array:
             return soft_label_log_prob(
                 backend,
                 self.base,

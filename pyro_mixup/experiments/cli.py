@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from .executors import add_executor_options
+
 
 def _hidden(s: str):
     try:
@@ -154,12 +156,7 @@ def add_parser(sub) -> None:
         help="numpyro: SVI + optax, compiled once per (dataset, method), vmapped across splits (default); "
         "pyro: SVI + torch, one split at a time",
     )
-    u.add_argument(
-        "--jobs",
-        type=int,
-        default=1,
-        help="parallel worker processes, one (dataset, method) each (default 1)",
-    )
+    add_executor_options(u, "(dataset, method group)")
     u.add_argument("--seed", type=int, default=0)
     u.add_argument("--out", default="results/uci", help="output folder (default results/uci)")
     u.add_argument(

@@ -16,6 +16,64 @@ import math
 
 import numpy as np
 
+#: The one vocabulary of the JSON records of ``bench uci``, ``bench toy-*`` and ``bnn``: the
+#: same metric has the same name in every command (docs/experiments.md, "Metric names").
+#: A name starts with the rows it scores: ``test_`` (held-out test rows), ``id_`` / ``ood_``
+#: (the toy's in- and out-of-distribution test sets), ``val_``, ``train_``.
+METRIC_NAMES = {
+    "test_nll": "mean over test rows of -log p(y | x), original units of y",
+    "test_rmse": "root mean squared error of the predictive mean, original units",
+    "test_accuracy": "fraction of test rows whose most probable class is the label",
+    "coverage_90": "fraction of test rows inside the central 90% predictive interval",
+    "pit_mean": "mean probability integral transform of the test rows (0.5 when calibrated)",
+    "test_nll_mean_embedding": "test_nll of an embedding network with its embedding at its mean",
+    "id_nll": "test_nll on the toy's in-distribution test set",
+    "ood_nll": "test_nll on the toy's out-of-distribution test set",
+    "id_mse": "mean squared error on the in-distribution test set, original units",
+    "ood_mse": "mean squared error on the out-of-distribution test set, original units",
+    "id_nll_standardised": "id_nll in standardised units of y (the paper's Table 5)",
+    "ood_nll_standardised": "ood_nll in standardised units of y (the paper's Table 5)",
+    "id_nll_mean_embedding": "id_nll with the embedding at its mean",
+    "ood_nll_mean_embedding": "ood_nll with the embedding at its mean",
+    "val_nll": "best validation NLL per row, the trainer's standardised units",
+    "train_loss_first": "training loss (negative ELBO per row) at the first epoch",
+    "train_loss_last": "training loss at the last epoch",
+    "embed_scale": "the embedding's mean standard deviation over training (every few epochs)",
+    "embed_scale_first": "the embedding's mean standard deviation after the first epoch",
+    "embed_scale_last": "the embedding's mean standard deviation after the last epoch",
+    "seconds": "wall time of this record: its training and scoring",
+    "config_seconds": "wall time of the configuration this record was trained in (members share it)",
+    "fit_seconds": "wall time of the fit alone (bnn)",
+    "diagnostics_seconds": "wall time of the ArviZ conversion and scoring (bnn)",
+    "wall_seconds": "wall time of the whole command",
+    "wall_seconds_last_invocation": "wall time of the last invocation of a resumable command",
+}
+
+#: :func:`pyro_mixup.diagnostics.test_metrics`' keys (at ``interval=0.9``) as record names
+FROM_TEST_METRICS = {"nll": "test_nll", "rmse": "test_rmse", "coverage": "coverage_90"}
+
+_METRIC_WORDS = {"nll", "rmse", "mse", "accuracy", "coverage", "pit", "seconds", "loss"}
+
+
+def unknown_metric_names(record: dict) -> list[str]:
+    """The keys of ``record`` that look like metrics but are not in :data:`METRIC_NAMES`.
+
+    >>> unknown_metric_names({"method": "erm", "test_nll": 1.0, "nll": 1.0})
+    ['nll']
+    """
+    return [k for k in record if _METRIC_WORDS & set(k.split("_")) and k not in METRIC_NAMES]
+
+
+def renamed_legacy_record(record: dict) -> dict:
+    """A record of the previous release with its metrics under today's names (``bnn``
+    wrote ``nll``, ``rmse`` and ``coverage``); records of this release come back unchanged.
+
+    >>> renamed_legacy_record({"nll": 1.5, "rmse": 2.0, "coverage": 0.9})
+    {'test_nll': 1.5, 'test_rmse': 2.0, 'coverage_90': 0.9}
+    """
+    return {FROM_TEST_METRICS.get(k, k): v for k, v in record.items()}
+
+
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 #: The NLL per point of N(0, 1) on standardised data with unit variance: what a
 #: network that learnt nothing (a constant prediction) scores.

@@ -203,8 +203,8 @@ def run_toy_classification(
                 epochs,
                 t0,
                 losses,
-                accuracy=float(np.mean(p.argmax(1) == yt)),
-                nll=float(-np.mean(np.log(np.clip(p[np.arange(len(yt)), yt], 1e-12, None)))),
+                test_accuracy=float(np.mean(p.argmax(1) == yt)),
+                test_nll=float(-np.mean(np.log(np.clip(p[np.arange(len(yt)), yt], 1e-12, None)))),
             )
         )
         if r == 0:
@@ -221,7 +221,9 @@ def classification_table(records, methods) -> str:
     rows = []
     for m in methods:
         rs = [r for r in records if r["method"] == m]
-        rows.append([m, mean_std([r["accuracy"] for r in rs]), mean_std([r["nll"] for r in rs])])
+        rows.append(
+            [m, mean_std([r["test_accuracy"] for r in rs]), mean_std([r["test_nll"] for r in rs])]
+        )
     return markdown_table(["method", "test accuracy", "test NLL"], rows)
 
 

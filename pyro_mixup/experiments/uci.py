@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data as D
+from .executors import one_thread_per_worker, run_tasks
 from .methods import METHODS, PROBMIX_FAMILY, parse_methods
 from .report import PAPER_BEST, PAPER_TABLE1, markdown_table, mean_std
 from .results import RecordStore, write_json
@@ -52,27 +53,6 @@ def predictive_of(method: str, predictive: str, test_draws: int) -> dict:
     if METHODS[method].embedding and predictive == "marginal":
         return dict(predictive="marginal", predictive_draws=int(test_draws))
     return dict(predictive="mean", predictive_draws=1)
-
-
-def _worker_init(backend: str):
-    """One XLA/torch thread per worker when --jobs > 1: the MLP's small ops run on
-    one thread anyway, and two single-threaded workers train 1.6x as fast as one
-    process with two threads (benchmarks/epoch_cost.py, docs/experiments.md)."""
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "")
-        + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-    )
-    os.environ["OMP_NUM_THREADS"] = "1"
-    if backend == "numpyro":
-        from .train_numpyro import use_compile_cache
-
-        use_compile_cache()
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
 
 
 def run_config(task: dict) -> list[dict]:
@@ -388,22 +368,16 @@ def run(args) -> int:
         bar.set_postfix_str(f"{task['dataset']}/{','.join(task['methods'])}")
         bar.update(len(recs))
 
-    if args.jobs > 1 and len(tasks) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        with ProcessPoolExecutor(
-            args.jobs,
-            mp_context=mp.get_context("spawn"),
-            initializer=_worker_init,
-            initargs=(args.backend,),
-        ) as ex:
-            futs = {ex.submit(run_config, t): t for t in tasks}
-            for f in as_completed(futs):
-                done_task(futs[f], f.result())
-    else:
-        for t in tasks:
-            done_task(t, run_config(t))
+    for task, recs in run_tasks(
+        tasks,
+        run_config,
+        executor=args.executor,
+        jobs=args.jobs,
+        ray_address=args.ray_address,
+        init=one_thread_per_worker,  # where configurations run side by side
+        init_args=(args.backend,),
+    ):
+        done_task(task, recs)
     bar.close()
     wall = time.perf_counter() - t0
     settings = dict(

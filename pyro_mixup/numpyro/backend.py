@@ -3,17 +3,21 @@ map from ``numpyro.distributions`` classes to families. Imports no torch."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from types import SimpleNamespace
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
 import numpyro.distributions as nd
+from jax.typing import ArrayLike, DTypeLike
+from numpyro.distributions import Distribution
 
 from ..core import pooling
 from ..core.backend import PoolingBackend
-from ..core.families import FAMILY_BY_CLASS_NAME
+from ..core.families import FAMILY_BY_CLASS_NAME, Family
 from ..core.pairing import Partner
 
 ops = SimpleNamespace(
@@ -60,14 +64,14 @@ ops = SimpleNamespace(
 # A cyclic partner (its shift) travels through jax transformations as a leaf.
 jax.tree_util.register_pytree_node(
     Partner,
-    lambda p: ((p.index, p.shift), p.n),
-    lambda n, children: _partner(n, *children),
+    lambda p: ((p.index, p.shift), (p.n, p.shards)),
+    lambda aux, children: _partner(*aux, *children),
 )
 
 
-def _partner(n, index, shift):
+def _partner(n: int, shards: int | None, index: Any, shift: Any) -> Partner:
     p = Partner.__new__(Partner)  # no validation: jax may unflatten placeholder leaves
-    p.n, p.index, p.shift = n, index, shift
+    p.n, p.shards, p.index, p.shift = n, shards, index, shift
     return p
 
 
@@ -114,7 +118,7 @@ _CLASSES = {
 }
 
 
-def _negbin_probs_logits(d):
+def _negbin_probs_logits(d: nd.NegativeBinomialProbs) -> jax.Array:
     return jnp.log(d.probs) - jnp.log1p(-d.probs)
 
 
@@ -123,7 +127,7 @@ _PARAM_OVERRIDES = {
 }
 
 
-def _classes():
+def _classes() -> dict[type, tuple[Family, Callable[..., Distribution]]]:
     return {
         cls: (FAMILY_BY_CLASS_NAME[name], out)
         for name, pairs in _CLASSES.items()
@@ -143,64 +147,83 @@ class NumPyroBackend(PoolingBackend):
     name = "numpyro"
     ops = ops
 
-    def param(self, d, name):
+    def param(self, d: Distribution, name: str) -> jax.Array:
         override = _PARAM_OVERRIDES.get((type(d), name))
         return override(d) if override is not None else getattr(d, name)
 
     @staticmethod
-    def shape(x):
+    def shape(x: ArrayLike) -> tuple[int, ...]:
         return tuple(jnp.shape(x))
 
     @staticmethod
-    def broadcast_to(x, shape):
+    def broadcast_to(x: jax.Array, shape: Sequence[int]) -> jax.Array:
         return x if jnp.shape(x) == tuple(shape) else jnp.broadcast_to(x, shape)
 
     @staticmethod
-    def reshape(x, shape):
+    def reshape(x: jax.Array, shape: Sequence[int]) -> jax.Array:
         return jnp.reshape(x, shape)
 
     @staticmethod
-    def take(x, index, axis):
+    def take(x: jax.Array, index: jax.Array, axis: int) -> jax.Array:
         return jnp.take(x, index, axis=axis)
 
     @staticmethod
-    def roll(x, shift, axis):
+    def take_local(x: jax.Array, index: jax.Array, axis: int, shards: int) -> jax.Array:
+        """``take`` for a shard-local ``index``: ``x`` split along ``axis`` into
+        ``shards`` blocks, each gathered by its own block of ``index`` (a gather
+        batched over the blocks). Sharded over ``shards`` devices along ``axis``,
+        each device gathers from its own rows, with no collective (a plain
+        gather by a global index has to bring the rows of every shard together)."""
+        x = jnp.asarray(x)
+        axis = axis % x.ndim
+        n = x.shape[axis]
+        size = n // shards
+        blocks = jnp.moveaxis(x, axis, 0).reshape(
+            (shards, size) + x.shape[:axis] + x.shape[axis + 1 :]
+        )
+        index = jnp.reshape(index, (shards, size))
+        local = index - (jnp.arange(shards, dtype=index.dtype) * size)[:, None]
+        out = jax.vmap(lambda rows, i: jnp.take(rows, i, axis=0))(blocks, local)
+        return jnp.moveaxis(out.reshape((n,) + out.shape[2:]), 0, axis)
+
+    @staticmethod
+    def roll(x: jax.Array, shift: int | jax.Array, axis: int) -> jax.Array:
         return jnp.roll(x, shift, axis=axis)
 
     @staticmethod
-    def lerp(start, end, weight):
+    def lerp(start: jax.Array, end: jax.Array, weight: float | jax.Array) -> jax.Array:
         # exact at both ends (weight 0 -> start, 1 -> end) even when start and end
         # differ by orders of magnitude, unlike start + weight * (end - start)
         return weight * end + (1 - weight) * start
 
     @staticmethod
-    def logical_and(a, b):
+    def logical_and(a: ArrayLike, b: ArrayLike) -> jax.Array:
         return jnp.logical_and(a, b)
 
     @staticmethod
-    def as_bool(mask, like):
+    def as_bool(mask: ArrayLike, like: ArrayLike) -> jax.Array:
         return jnp.asarray(mask, dtype=bool)
 
     @staticmethod
-    def as_weight(w, like):
+    def as_weight(w: ArrayLike, like: ArrayLike) -> jax.Array:
         return jnp.asarray(w, dtype=jnp.result_type(like))
 
     as_array = as_weight  # a weight as an array of the parameters' dtype: the same here
 
     @staticmethod
-    def clip_at_zero(w):
+    def clip_at_zero(w: ArrayLike) -> jax.Array:
         return jnp.maximum(w, 0)
 
     @staticmethod
-    def dtype_name(x):
+    def dtype_name(x: ArrayLike | DTypeLike) -> str:
         return str(jnp.result_type(x))
 
     @staticmethod
-    def as_index(index):
+    def as_index(index: ArrayLike) -> jax.Array:
         return jnp.asarray(index)
 
     @staticmethod
-    def to_numpy(x):
+    def to_numpy(x: ArrayLike) -> np.ndarray | None:
         """A concrete numpy copy, or None for a traced value (inside jit/grad)."""
         if isinstance(x, jax.core.Tracer):
             return None
@@ -208,11 +231,11 @@ class NumPyroBackend(PoolingBackend):
 
     # --- handler options ----------------------------------------------------
     @staticmethod
-    def weight_array(lam):
+    def weight_array(lam: ArrayLike) -> jax.Array:
         return jnp.asarray(lam, dtype=jnp.result_type(float))
 
     @staticmethod
-    def index_array(perm):
+    def index_array(perm: ArrayLike) -> jax.Array:
         dtype = jnp.result_type(perm) if isinstance(perm, jax.Array) else np.asarray(perm).dtype
         if not jnp.issubdtype(dtype, jnp.integer):
             shown = perm if isinstance(perm, jax.core.Tracer) else np.asarray(perm).tolist()[:20]
@@ -222,7 +245,7 @@ class NumPyroBackend(PoolingBackend):
         return jnp.asarray(perm, dtype=jnp.int32)
 
     @staticmethod
-    def check_rng_key(key):
+    def check_rng_key(key: object) -> None:
         if key is None:
             return
         typed = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
@@ -240,7 +263,7 @@ class NumPyroBackend(PoolingBackend):
 BACKEND = NumPyroBackend(_classes(), _WRAPPERS)
 
 
-def log_linear_pool(dists, weights):
+def log_linear_pool(dists: Sequence[Distribution], weights: Sequence[ArrayLike]) -> Distribution:
     """Log-linear pool of exponential-family NumPyro distributions.
 
     Same contract as :func:`pyro_mixup.log_linear_pool` (the formulas are the
@@ -259,13 +282,17 @@ def log_linear_pool(dists, weights):
     return pooling.log_linear_pool(BACKEND, dists, weights)
 
 
-def pool_pairs(d, lam, perm, dim=-1):
+def pool_pairs(d: Distribution, lam: ArrayLike, perm: ArrayLike, dim: int = -1) -> Distribution:
     """Pool element ``i`` of ``d`` along batch dim ``dim`` with element ``perm[i]``,
     weights ``(lam, 1 - lam)``; see :func:`pyro_mixup.pool_pairs`. Works under ``jax.jit``
     (checks of traced ``lam``/``perm`` values are skipped there)."""
     return pooling.pool_pairs(BACKEND, d, lam, perm, dim)
 
 
-def register(cls, family_name: str, constructor=None):
+def register(
+    cls: type[Distribution],
+    family_name: str,
+    constructor: Callable[..., Distribution] | None = None,
+) -> None:
     """NumPyro twin of :func:`pyro_mixup.register`."""
     BACKEND.register(cls, family_name, constructor)

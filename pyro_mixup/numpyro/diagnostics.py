@@ -21,9 +21,13 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 from numpyro.primitives import Messenger
 
+from ..core._types import Message
 from ..core.inference_data import (
     ModelSites,
     SiteLayout,
@@ -35,6 +39,10 @@ from ..core.inference_data import (
     refuse_uncovered_latents,
 )
 from ..core.plain_model import refuse_active_handlers
+
+if TYPE_CHECKING:
+    import jax
+    from numpyro.infer import MCMC
 
 __all__ = [
     "SAMPLE_STATS_NAMES",
@@ -54,7 +62,7 @@ SAMPLE_STATS_NAMES = {
 }
 
 
-def _stack():
+def _stack() -> list[Messenger]:
     # NumPyro has no public accessor for its handler stack; the guard has to look at it.
     from numpyro.primitives import _PYRO_STACK
 
@@ -64,7 +72,7 @@ def _stack():
 class _LeakDetector(Messenger):
     """Refuses a mixing handler on the stack at every site."""
 
-    def process_message(self, msg):
+    def process_message(self, msg: Message) -> None:
         refuse_active_handlers(_stack())
 
 
@@ -83,7 +91,7 @@ class full_plates(Messenger):
         [0, 1, 2, 3, 4]
     """
 
-    def process_message(self, msg):
+    def process_message(self, msg: Message) -> None:
         if msg["type"] == "plate":
             import jax.numpy as jnp
 
@@ -92,11 +100,11 @@ class full_plates(Messenger):
             msg["args"] = (size, None)  # no subsample size: the plate is whole, and unscaled
 
 
-def _plates(site):
+def _plates(site: Message) -> tuple[tuple[str, int], ...]:
     return tuple((f.name, f.dim) for f in site["cond_indep_stack"] if f.dim is not None)
 
 
-def model_sites(trace) -> ModelSites:
+def model_sites(trace: Mapping[str, Message]) -> ModelSites:
     """The latent, deterministic and observed sites of a NumPyro trace."""
     latent = tuple(n for n, s in trace.items() if s["type"] == "sample" and not s["is_observed"])
     observed = tuple(n for n, s in trace.items() if s["type"] == "sample" and s["is_observed"])
@@ -105,7 +113,15 @@ def model_sites(trace) -> ModelSites:
 
 
 def run_test_model(
-    model, guide, params, samples, args, kwargs, num_samples=100, rng_seed=0, same_rows=False
+    model: Callable[..., Any],
+    guide: Callable[..., Any] | None,
+    params: Mapping[str, Any] | None,
+    samples: Mapping[str, jax.Array] | None,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    num_samples: int = 100,
+    rng_seed: int | None = 0,
+    same_rows: bool = False,
 ) -> TestRuns:
     """Run ``model(*args, **kwargs)`` once per posterior draw and collect NumPy arrays.
 
@@ -152,7 +168,9 @@ def run_test_model(
     samples = fit_latent_shapes(samples, {k: np.shape(proto[k]["value"]) for k in sites.latent})
     num_draws = next(iter(samples.values())).shape[0]
 
-    def one_draw(draw, k):
+    def one_draw(
+        draw: Mapping[str, jax.Array], k: jax.Array
+    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array], dict[str, jax.Array]]:
         k_model, k_pred = jax.random.split(k)
         with _LeakDetector():
             tr = handlers.trace(
@@ -184,12 +202,12 @@ def run_test_model(
     )
 
 
-def mcmc_draws(mcmc):
+def mcmc_draws(mcmc: MCMC) -> tuple[dict[str, Any], int]:
     """``({site: array[chain * draw, ...]}, chains)`` from a fitted ``numpyro.infer.MCMC``."""
     return flatten_chains(mcmc.get_samples(group_by_chain=True))
 
 
-def mcmc_sample_stats(mcmc) -> dict:
+def mcmc_sample_stats(mcmc: MCMC) -> dict[str, np.ndarray]:
     """The per-draw statistics MCMC collected (``extra_fields``), under ArviZ's names.
 
     ``diverging`` is always there; ``energy`` (for ``az.plot_energy``), ``lp``,

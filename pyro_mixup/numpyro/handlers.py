@@ -16,13 +16,19 @@ effect system (:class:`NumPyroEffects`). Draws come from
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as nd
+from numpyro.distributions import Distribution
 from numpyro.handlers import condition, replay
 from numpyro.primitives import _PYRO_STACK, CondIndepStackFrame, Messenger
 
+from ..core._types import Message
 from ..core.docs import dress
 from ..core.handler import PARTICLE_PLATES, MixingCore, called_from, runs_as_guide
 from ..core.options import MixOptions
@@ -44,7 +50,7 @@ _MCMC_MODULES = (
 )
 
 
-def _plates(msg):
+def _plates(msg: Message) -> list[CondIndepStackFrame]:
     if msg["type"] == "sample":
         return msg["cond_indep_stack"]
     # numpyro.plate fills cond_indep_stack only for its own message types;
@@ -66,12 +72,12 @@ class NumPyroEffects:
     size = staticmethod(int)
 
     @staticmethod
-    def random_source(options):
+    def random_source(options: MixOptions) -> KeyedRandom:
         table = options.pairing if isinstance(options.pairing, PartnerTable) else None
         return KeyedRandom(options.rng_key, table)
 
     @staticmethod
-    def rsample(msg, dist, index):
+    def rsample(msg: Message, dist: Distribution, index: int) -> jax.Array:
         """Draw ``index`` of an embed layer's distribution, from the layer's own key."""
         key = msg["kwargs"].get("rng_key")
         if key is None:
@@ -81,15 +87,15 @@ class NumPyroEffects:
         return dist.rsample(jax.random.fold_in(key, index))
 
     @staticmethod
-    def frames(msg):
+    def frames(msg: Message) -> list[CondIndepStackFrame]:
         return [f for f in _plates(msg) if f.dim is not None and f.name not in PARTICLE_PLATES]
 
     @staticmethod
-    def plate_depth(msg):
+    def plate_depth(msg: Message) -> int:
         return max((-f.dim for f in _plates(msg) if f.dim is not None), default=0)
 
     @staticmethod
-    def carries_likelihood(msg):
+    def carries_likelihood(msg: Message) -> bool:
         # numpyro.factor sites (a Unit distribution, also added by NumPyro's own
         # reparameterisations) hold no observations, and an observed site
         # masked out entirely (mask=False, e.g. from obs_mask=) no likelihood.
@@ -99,7 +105,7 @@ class NumPyroEffects:
         return not (type(fn) is nd.MaskedDistribution and fn._mask is False)
 
     @staticmethod
-    def split_mask(msg):
+    def split_mask(msg: Message) -> tuple[Distribution, jax.Array | None]:
         fn = msg["fn"]
         if (
             type(fn) is not nd.MaskedDistribution or fn._mask is True
@@ -109,11 +115,11 @@ class NumPyroEffects:
         return base, jnp.broadcast_to(jnp.asarray(fn._mask, dtype=bool), base.batch_shape)
 
     @staticmethod
-    def remask(fn, mask):
+    def remask(fn: Distribution, mask: jax.Array) -> Distribution:
         return fn.mask(mask)
 
     @staticmethod
-    def conditioned_inside(messenger, msg):
+    def conditioned_inside(messenger: Messenger, msg: Message) -> bool:
         for h in _PYRO_STACK[_PYRO_STACK.index(messenger) + 1 :]:
             if isinstance(h, condition):
                 value = h.data.get(msg["name"]) if h.data is not None else h.condition_fn(msg)
@@ -122,36 +128,36 @@ class NumPyroEffects:
         return False
 
     @staticmethod
-    def replayed_infer(messenger, name):
+    def replayed_infer(messenger: Messenger, name: str) -> dict[str, Any] | None:
         for h in _PYRO_STACK[: _PYRO_STACK.index(messenger)]:
             if isinstance(h, replay) and name in h.trace:
                 return h.trace[name]["infer"]
         return None
 
     @staticmethod
-    def in_mcmc():
+    def in_mcmc() -> bool:
         return called_from(*_MCMC_MODULES)
 
     @staticmethod
-    def staging():
+    def staging() -> bool:
         # inside jax.jit every new array is a tracer; under grad or vmap alone it is not
         return isinstance(jnp.zeros(()), jax.core.Tracer)
 
     @staticmethod
-    def enumerated(msg):
+    def enumerated(msg: Message) -> bool:
         # numpyro.contrib.funsor's enum handler fills the value itself and marks it done
         return msg["infer"].get("enumerate") == "parallel" and msg.get("done", False)
 
     @staticmethod
-    def runs_as_guide(messenger):
+    def runs_as_guide(messenger: Messenger) -> bool:
         return runs_as_guide(messenger, ("numpyro.infer",))
 
     @staticmethod
-    def inference_conditions():
+    def inference_conditions() -> bool:
         return False  # NumPyro's MCMC and Predictive substitute latents, they do not observe them
 
     @staticmethod
-    def is_real_support(support):
+    def is_real_support(support: nd.constraints.Constraint) -> bool:
         while isinstance(support, nd.constraints.independent):
             support = support.base_constraint
         return support is nd.constraints.real
@@ -162,28 +168,34 @@ EFFECTS = NumPyroEffects()
 
 class _MixingMessenger(Messenger):
     kind = "?"
+    at_type = "?"  # the message type of the sites at= names ("embed", "mixable")
 
-    def __init__(self, fn=None, **options):
+    def __init__(self, fn: Callable[..., Any] | None = None, **options: Any) -> None:
         self.core = MixingCore(self.kind, MixOptions(**options, arrays=BACKEND), EFFECTS)
         super().__init__(fn)
 
-    def __enter__(self):
+    def __enter__(self) -> _MixingMessenger:
         self.core.enter(self)
         super().__enter__()
         self.core.entered()
         return self
 
-    def __exit__(self, exc_type, exc_value, traceback):
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         super().__exit__(exc_type, exc_value, traceback)
         self.core.exit(exc_type is not None, self.fn is not None)
 
-    def process_message(self, msg):
+    def process_message(self, msg: Message) -> None:
         if msg["type"] == "sample":
             self.core.sample(msg)
         elif msg["type"] == self.at_type:
             getattr(self.core, self.at_type)(msg)
 
-    def postprocess_message(self, msg):
+    def postprocess_message(self, msg: Message) -> None:
         if msg["type"] == "sample":
             self.core.sample_done(msg)
 
@@ -203,11 +215,13 @@ class MixupMessenger(_MixingMessenger):
 _RNG_KEY = "a PRNG key for the draws instead of ``numpyro.prng_key()``; every entry then makes the same draw."
 
 
-def _make_handler(messenger_cls, example):
+def _make_handler(
+    messenger_cls: type[_MixingMessenger], example: str
+) -> Callable[..., _MixingMessenger]:
     """``handler(fn=None, **options)``: the messenger itself, as in
     ``numpyro.handlers`` (it keeps ``fn``'s ``__name__`` and ``__wrapped__``)."""
 
-    def handler(fn=None, **options):
+    def handler(fn: Callable[..., Any] | None = None, **options: Any) -> _MixingMessenger:
         return messenger_cls(fn, **options)
 
     return dress(

@@ -7,12 +7,17 @@ Same meaning as :mod:`pyro_mixup.pyro.predictive` (see
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
+from jax.typing import ArrayLike
 from numpyro.handlers import replay, seed, substitute, trace
 from numpyro.primitives import _PYRO_STACK, Messenger
 
+from ..core._types import Message
 from ..core.plain_model import refuse_active_handlers, unwrap
 from ..core.predictive import (
     DEFAULT_NUM_DRAWS,
@@ -46,12 +51,24 @@ class mean_embedding(Messenger):
        [1.0, 1.0, 1.0]
     """
 
-    def process_message(self, msg):
+    def process_message(self, msg: Message) -> None:
         if msg["type"] == "embed":
             msg["value"] = msg["args"][0].mean
 
 
-def _traced(model, guide, params, embedding, key, args, kwargs):
+#: A NumPyro trace: ``{site name: message}``.
+_Trace = dict[str, Message]
+
+
+def _traced(
+    model: Callable[..., Any],
+    guide: Callable[..., Any] | None,
+    params: Mapping[str, Any] | None,
+    embedding: str,
+    key: jax.Array,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+) -> tuple[_Trace, _Trace | None]:
     """One draw: ``(model trace, guide trace or None)``, the guide's latents replayed into the model."""
     k_guide, k_model = jax.random.split(key)
     fn, guide_trace = (model if params is None else substitute(model, data=params)), None
@@ -64,7 +81,9 @@ def _traced(model, guide, params, embedding, key, args, kwargs):
     return trace(seed(fn, k_model)).get_trace(*args, **kwargs), guide_trace
 
 
-def _site(model_trace, guide_trace, site, params):
+def _site(
+    model_trace: _Trace, guide_trace: _Trace | None, site: str, params: Mapping[str, Any] | None
+) -> Message:
     """The site's node, checked: present, a sample site, not the guide's, not subsampled."""
     node = model_trace.get(site)
     if node is None or node["type"] != "sample":
@@ -83,17 +102,17 @@ def _site(model_trace, guide_trace, site, params):
 
 
 def marginal_predictive(
-    model,
-    rng_key,
-    *args,
+    model: Callable[..., Any],
+    rng_key: jax.Array,
+    *args: Any,
     site: str = "y",
     num_draws: int = DEFAULT_NUM_DRAWS,
-    guide=None,
-    params=None,
+    guide: Callable[..., Any] | None = None,
+    params: Mapping[str, Any] | None = None,
     embedding: str = "sample",
-    values=None,
+    values: ArrayLike | None = None,
     batch_size: int = 100,
-    **kwargs,
+    **kwargs: Any,
 ) -> MarginalPredictive:
     """The predictive of ``site`` given the model's inputs, marginal over its embeddings.
 
@@ -153,7 +172,7 @@ def marginal_predictive(
         values = node["value"]
     values = None if values is None else jnp.asarray(values)
 
-    def one_draw(key):
+    def one_draw(key: jax.Array) -> dict[str, jax.Array]:
         node = _traced(model, guide, params, embedding, key, args, kwargs)[0][site]
         d = node["fn"]
         out = {"sample": d.sample(jax.random.fold_in(key, 1)) if observed else node["value"]}

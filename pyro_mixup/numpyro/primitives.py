@@ -10,15 +10,20 @@ and the ELBO ignores them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import jax
 import numpyro
+from numpyro.distributions import Distribution
 from numpyro.primitives import _PYRO_STACK, apply_stack
 
 
-def _mixable(tensor, event_dim=None, dim=None):
+def _mixable(tensor: jax.Array, event_dim: int | None = None, dim: int | None = None) -> jax.Array:
     return tensor
 
 
-def _send(kind, name, fn, arg, kwargs):
+def _send(kind: str, name: str, fn: Callable[..., Any], arg: Any, kwargs: dict[str, Any]) -> Any:
     """A message of our own type through NumPyro's handler stack; its value."""
     msg = {
         "type": kind,
@@ -34,14 +39,20 @@ def _send(kind, name, fn, arg, kwargs):
     return apply_stack(msg)["value"]
 
 
-def _no_key(name):
+def _no_key(name: str) -> ValueError:
     return ValueError(
         f"embed({name!r}, ...) draws z and needs a PRNG key: run the model under "
         "numpyro.handlers.seed (SVI, Predictive and MCMC do this) or pass rng_key="
     )
 
 
-def embed(name: str, distribution, *, dim=None, rng_key=None):
+def embed(
+    name: str,
+    distribution: Distribution,
+    *,
+    dim: int | None = None,
+    rng_key: jax.Array | None = None,
+) -> jax.Array:
     """A stochastic embedding layer (M-ProbMix, paper eq. 27).
 
     Returns a reparameterised draw ``z ~ distribution``; adds no latent site.
@@ -83,7 +94,9 @@ def embed(name: str, distribution, *, dim=None, rng_key=None):
             numpyro.prng_key()
         )  # None without a seed: refused when (and only if) a draw is made
 
-    def draw(distribution, dim=None, rng_key=None):
+    def draw(
+        distribution: Distribution, dim: int | None = None, rng_key: jax.Array | None = None
+    ) -> jax.Array:
         if rng_key is None:  # a handler such as mean_embedding may answer without a draw
             raise _no_key(name)
         return distribution.rsample(rng_key)
@@ -91,7 +104,9 @@ def embed(name: str, distribution, *, dim=None, rng_key=None):
     return _send("embed", name, draw, distribution, {"dim": dim, "rng_key": rng_key})
 
 
-def mixable(name: str, tensor, *, event_dim=None, dim=None):
+def mixable(
+    name: str, tensor: jax.Array, *, event_dim: int | None = None, dim: int | None = None
+) -> jax.Array:
     """Mark a deterministic array (inputs, a hidden layer) that mixup may mix.
 
     Returns ``tensor`` unchanged, except under

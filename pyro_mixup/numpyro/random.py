@@ -10,13 +10,17 @@ handler's own ``rng_key=`` (every entry then makes the same draw).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 from jax import lax, random
+from jax.typing import ArrayLike, DTypeLike
 from numpyro.primitives import _PYRO_STACK
+
+from ..core.pairing import PartnerTable
 
 # ---------------------------------------------------------------------------
 # draws
@@ -33,7 +37,7 @@ _M1, _M2 = 0x7FEB352D, 0x846CA68B
 _M1_INV, _M2_INV = 0x1D69E2A5, 0x43021123  # inverses mod 2**32
 
 
-def _mix(x):
+def _mix(x: jax.Array) -> jax.Array:
     x = x ^ (x >> 16)
     x = x * jnp.uint32(_M1)
     x = x ^ (x >> 15)
@@ -41,7 +45,7 @@ def _mix(x):
     return x ^ (x >> 16)
 
 
-def _unmix(x):
+def _unmix(x: jax.Array) -> jax.Array:
     x = x ^ (x >> 16)
     x = x * jnp.uint32(_M2_INV)
     x = x ^ (x >> 15) ^ (x >> 30)
@@ -49,7 +53,7 @@ def _unmix(x):
     return x ^ (x >> 16)
 
 
-def _key_words(key):
+def _key_words(key: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Two uint32 words holding a key's randomness (typed or raw keys, any PRNG impl)."""
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = random.key_data(key)
@@ -73,20 +77,20 @@ class HashStream:
     (dtype('uint32'), 4)
     """
 
-    def __init__(self, key):
+    def __init__(self, key: jax.Array) -> None:
         self.key = key
         self.k0, self.k1 = _key_words(key)
         self.offset = 0
 
-    def _counters(self, n):
+    def _counters(self, n: int) -> jax.Array:
         c = jnp.arange(self.offset, self.offset + n, dtype=jnp.uint32)
         self.offset += n
         return c
 
-    def words(self, n):
+    def words(self, n: int) -> jax.Array:
         return _mix(_mix(self._counters(n) ^ self.k0) + self.k1)
 
-    def uniform(self, shape, dtype):
+    def uniform(self, shape: Sequence[int], dtype: DTypeLike) -> jax.Array:
         """Uniform draws on [0, 1) of ``shape`` and float ``dtype``."""
         size = int(np.prod(shape, dtype=np.int64))
         if jnp.dtype(dtype).itemsize <= 4:
@@ -100,7 +104,7 @@ class HashStream:
             u = (hi * 2.0**27 + lo) * 2.0**-53
         return jnp.reshape(u, shape).astype(dtype)
 
-    def permutation(self, n):
+    def permutation(self, n: int) -> jax.Array:
         """A uniformly random permutation of ``0..n-1``: the sort order of ``n``
         distinct random words (one single-operand sort, no ties)."""
         if n >= 2**32:
@@ -109,12 +113,26 @@ class HashStream:
         words = lax.sort(_mix(_mix(self._counters(n) ^ self.k0) + self.k1))
         return ((_unmix(_unmix(words) - self.k1) ^ self.k0) - jnp.uint32(start)).astype(jnp.int32)
 
-    def randint(self, shape, high):
+    def local_permutation(self, n: int, shards: int) -> jax.Array:
+        """A random permutation of ``0..n-1`` that maps each of ``shards`` contiguous
+        blocks of ``n // shards`` onto itself, independently uniform per block: the
+        words of each block sorted (one batched sort along the block axis)."""
+        if n >= 2**32:
+            raise ValueError("batch too large")
+        start = self.offset
+        counters = self._counters(n).reshape(shards, n // shards)
+        words = lax.sort(_mix(_mix(counters ^ self.k0) + self.k1), dimension=1)
+        index = (_unmix(_unmix(words) - self.k1) ^ self.k0) - jnp.uint32(start)
+        return index.astype(jnp.int32).reshape(n)
+
+    def randint(self, shape: Sequence[int], high: int) -> jax.Array:
         """Integers in ``[0, high)`` (modulo reduction: bias below high / 2**32)."""
         size = int(np.prod(shape, dtype=np.int64))
         return jnp.reshape(self.words(size) % jnp.uint32(high), shape).astype(jnp.int32)
 
-    def beta_symmetric(self, alpha, shape=(), dtype=None):
+    def beta_symmetric(
+        self, alpha: float, shape: Sequence[int] = (), dtype: DTypeLike | None = None
+    ) -> jax.Array:
         """``Beta(alpha, alpha)`` draws; see :func:`beta_symmetric`."""
         dtype = jnp.result_type(float) if dtype is None else dtype
         if alpha == 0.0:
@@ -122,13 +140,13 @@ class HashStream:
         uv = self.uniform((2,) + tuple(shape), dtype)
         return _beta_from_uniforms(uv[0], uv[1], alpha, dtype)
 
-    def normal(self, shape, dtype):
+    def normal(self, shape: Sequence[int], dtype: DTypeLike) -> jax.Array:
         """Standard normal draws (Box-Muller on two uniforms each)."""
         u = self.uniform((2,) + tuple(shape), dtype)
         return jnp.sqrt(-2.0 * jnp.log1p(-u[0])) * jnp.cos((2 * math.pi) * u[1])
 
 
-def _beta_from_uniforms(u, v, alpha, dtype):
+def _beta_from_uniforms(u: jax.Array, v: jax.Array, alpha: float, dtype: DTypeLike) -> jax.Array:
     log_u = jnp.log1p(-u)  # log of a uniform on (0, 1]
     c = jnp.cos((2 * math.pi) * v)
     c2 = c * c
@@ -140,7 +158,9 @@ def _beta_from_uniforms(u, v, alpha, dtype):
     return jnp.where(c > 0, 1.0 - small, small)
 
 
-def beta_symmetric(key, alpha: float, shape=(), dtype=None):
+def beta_symmetric(
+    key: jax.Array, alpha: float, shape: Sequence[int] = (), dtype: DTypeLike | None = None
+) -> jax.Array:
     """Exact draws of ``Beta(alpha, alpha)`` from two uniforms, without rejection.
 
     Bailey's polar method gives a Student-t variate with ``nu = 2 * alpha``
@@ -171,10 +191,10 @@ class KeyedRandom:
     """The random source of one NumPyro handler: a :class:`HashStream` from a
     key taken at the first draw of each entry."""
 
-    def __init__(self, rng_key=None, table=None):
+    def __init__(self, rng_key: jax.Array | None = None, table: PartnerTable | None = None) -> None:
         self.rng_key = rng_key
-        self._stream = None
-        self._table = None
+        self._stream: HashStream | None = None
+        self._table: tuple[jax.Array, jax.Array | None] | None = None
         if table is not None:
             cum = (
                 None
@@ -183,7 +203,7 @@ class KeyedRandom:
             )
             self._table = (jnp.asarray(table.candidates, dtype=jnp.int32), cum)
 
-    def begin(self):
+    def begin(self) -> None:
         self._stream = None
 
     @property
@@ -203,31 +223,35 @@ class KeyedRandom:
         return self._stream
 
     # --- lam ------------------------------------------------------------------
-    def beta(self, alpha, n):
+    def beta(self, alpha: float, n: int | None) -> jax.Array:
         return self.stream.beta_symmetric(alpha, () if n is None else (n,))
 
     @staticmethod
-    def ones(n):
+    def ones(n: int | None) -> jax.Array:
         return jnp.ones(() if n is None else (n,))
 
     @staticmethod
-    def fixed_weight(lam):
+    def fixed_weight(lam: jax.Array) -> jax.Array:
         return lam
 
     @staticmethod
-    def cast_weight(lam, like):
+    def cast_weight(lam: jax.Array, like: ArrayLike) -> jax.Array:
         dtype = jnp.result_type(like)
         dtype = dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.result_type(float)
         return lam if lam.dtype == dtype else lam.astype(dtype)
 
     # --- partners -------------------------------------------------------------
-    def permutation(self, n):
+    def permutation(self, n: int) -> jax.Array:
         return self.stream.permutation(n)
 
-    def shift(self, n):
+    def shift(self, n: int) -> jax.Array:
         return self.stream.randint((), n)
 
-    def from_table(self, table, n):
+    def local_permutation(self, n: int, shards: int) -> jax.Array:
+        return self.stream.local_permutation(n, shards)
+
+    def from_table(self, table: PartnerTable, n: int) -> jax.Array:
+        assert self._table is not None  # made from the options' table in __init__
         cand, cum_probs = self._table
         if cum_probs is None:
             cols = self.stream.randint((n,), cand.shape[1])
@@ -237,8 +261,8 @@ class KeyedRandom:
         return cand[jnp.arange(n), cols]
 
     # --- jitter -----------------------------------------------------------------
-    def normal(self, like):
+    def normal(self, like: ArrayLike) -> jax.Array:
         return self.stream.normal(jnp.shape(like), jnp.result_type(like))
 
-    def uniform(self, n, like):
+    def uniform(self, n: int, like: ArrayLike) -> jax.Array:
         return self.stream.uniform((n,), jnp.result_type(like))

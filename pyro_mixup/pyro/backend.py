@@ -4,18 +4,22 @@ from ``torch.distributions`` and ``pyro.distributions`` classes to families."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pyro.distributions as pdist
 import torch
 import torch.distributions as tdist
 import torch.nn.functional as F
+from numpy.typing import ArrayLike
+from torch.distributions import Distribution
 from torch.distributions.utils import lazy_property
 
 from ..core import pooling
 from ..core.backend import PoolingBackend
-from ..core.families import FAMILY_BY_CLASS_NAME, NORMAL
+from ..core.families import FAMILY_BY_CLASS_NAME, NORMAL, Family
 
 ops = SimpleNamespace(
     rsqrt=torch.rsqrt,
@@ -56,8 +60,8 @@ ops = SimpleNamespace(
 )
 
 
-def _classes():
-    table = {}
+def _classes() -> dict[type, tuple[Family, Callable[..., Distribution]]]:
+    table: dict[type, tuple[Family, Callable[..., Distribution]]] = {}
     for name, family in FAMILY_BY_CLASS_NAME.items():
         for module in (tdist, pdist):
             cls = getattr(module, name, None)
@@ -93,25 +97,29 @@ class NaturalNormal(pdist.Normal):
     the way back (a division and an rsqrt, and their gradients, in eager torch
     each as dear as the arithmetic they do)."""
 
-    def __init__(self, precision, precision_loc, validate_args=False):
+    def __init__(
+        self, precision: torch.Tensor, precision_loc: torch.Tensor, validate_args: bool = False
+    ) -> None:
         self.precision, self.precision_loc = precision, precision_loc
         torch.distributions.Distribution.__init__(self, precision.shape, validate_args=False)
 
     @lazy_property
-    def loc(self):
+    def loc(self) -> torch.Tensor:
         return self.precision_loc / self.precision
 
     @lazy_property
-    def scale(self):
+    def scale(self) -> torch.Tensor:
         return self.precision.rsqrt()
 
-    def log_prob(self, value):
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         # (log(tau) - log(2 pi) - r^2 / tau) / 2 with r = eta - tau y; fused ops (fewer autograd nodes)
         tau = self.precision
         r = torch.addcmul(self.precision_loc, value, tau, value=-1.0)
         return torch.addcdiv(tau.log() - _LOG_2PI, r * r, tau, value=-1.0) * 0.5
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(
+        self, batch_shape: Sequence[int], _instance: NaturalNormal | None = None
+    ) -> NaturalNormal:
         batch_shape = torch.Size(batch_shape)
         return NaturalNormal(
             self.precision.expand(batch_shape), self.precision_loc.expand(batch_shape)
@@ -123,54 +131,57 @@ class TorchBackend(PoolingBackend):
     ops = ops
     build_kwargs = {"validate_args": False}
 
-    def construct_pooled(self, like, family, naturals):
+    def construct_pooled(
+        self, like: Distribution, family: Family, naturals: Sequence[torch.Tensor]
+    ) -> Distribution:
         if family is NORMAL and self._table[type(like)][1] is pdist.Normal:
-            return NaturalNormal(*naturals)
+            precision, precision_loc = naturals
+            return NaturalNormal(precision, precision_loc)
         return super().construct_pooled(like, family, naturals)
 
     # --- arrays -----------------------------------------------------------
     @staticmethod
-    def shape(x):
+    def shape(x: Any) -> tuple[int, ...]:
         if isinstance(x, torch.Tensor):
             return tuple(x.shape)
         return () if isinstance(x, (int, float)) else np.shape(x)  # np.shape is slow on scalars
 
     @staticmethod
-    def broadcast_to(x, shape):
+    def broadcast_to(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
         # a view, but still an autograd node: skipped when there is nothing to broadcast
         return x if x.shape == shape else x.expand(shape)
 
     @staticmethod
-    def reshape(x, shape):
+    def reshape(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
         return x.reshape(shape)
 
     @staticmethod
-    def take(x, index, axis):
+    def take(x: torch.Tensor, index: torch.Tensor, axis: int) -> torch.Tensor:
         return x.index_select(axis % x.dim(), index)
 
     @staticmethod
-    def roll(x, shift, axis):
+    def roll(x: torch.Tensor, shift: int | torch.Tensor, axis: int) -> torch.Tensor:
         if isinstance(shift, torch.Tensor):  # drawn under torch.jit tracing: stays a traced index
             n = x.shape[axis]
             return x.index_select(axis % x.dim(), (torch.arange(n, device=x.device) - shift) % n)
         return torch.roll(x, shift, axis)
 
     @staticmethod
-    def lerp(start, end, weight):
+    def lerp(start: torch.Tensor, end: torch.Tensor, weight: float | torch.Tensor) -> torch.Tensor:
         if isinstance(weight, torch.Tensor) and weight.dtype != start.dtype:
             weight = weight.to(start.dtype)
         return torch.lerp(start, end, weight)  # exact at weight 0 and 1
 
     @staticmethod
-    def logical_and(a, b):
+    def logical_and(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return a & b
 
     @staticmethod
-    def as_bool(mask, like):
+    def as_bool(mask: ArrayLike | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return mask if isinstance(mask, torch.Tensor) else torch.as_tensor(mask, dtype=torch.bool)
 
     @staticmethod
-    def as_weight(w, like):
+    def as_weight(w: ArrayLike | torch.Tensor, like: torch.Tensor) -> float | torch.Tensor:
         if isinstance(w, float):
             return w  # Python scalars broadcast for free
         if isinstance(w, torch.Tensor):
@@ -178,27 +189,27 @@ class TorchBackend(PoolingBackend):
         return torch.as_tensor(w, dtype=like.dtype, device=like.device)
 
     @staticmethod
-    def as_array(w, like):
+    def as_array(w: ArrayLike | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         if isinstance(w, torch.Tensor):
             return w
         return torch.as_tensor(w, dtype=like.dtype, device=like.device)
 
     @staticmethod
-    def clip_at_zero(w):
+    def clip_at_zero(w: float | torch.Tensor) -> float | torch.Tensor:
         return w.clamp_min(0) if isinstance(w, torch.Tensor) else max(w, 0.0)
 
     @staticmethod
-    def dtype_name(x):
+    def dtype_name(x: Any) -> str:
         return str(x.dtype).replace("torch.", "") if isinstance(x, torch.Tensor) else "float64"
 
     @staticmethod
-    def as_index(index):
+    def as_index(index: ArrayLike | torch.Tensor) -> torch.Tensor:
         if isinstance(index, torch.Tensor):
             return index
         return torch.as_tensor(np.asarray(index))
 
     @staticmethod
-    def to_numpy(x):
+    def to_numpy(x: Any) -> np.ndarray:
         if isinstance(x, torch.Tensor):
             if x.dtype == torch.bfloat16:  # numpy has no bfloat16
                 x = x.float()
@@ -207,13 +218,13 @@ class TorchBackend(PoolingBackend):
 
     # --- handler options ----------------------------------------------------
     @staticmethod
-    def weight_array(lam):
+    def weight_array(lam: ArrayLike | torch.Tensor) -> torch.Tensor:
         if isinstance(lam, torch.Tensor):
             return lam.detach().to(torch.get_default_dtype())
         return torch.as_tensor(np.asarray(lam, dtype=np.float64), dtype=torch.get_default_dtype())
 
     @staticmethod
-    def index_array(perm):
+    def index_array(perm: ArrayLike | torch.Tensor) -> torch.Tensor:
         t = perm if isinstance(perm, torch.Tensor) else torch.as_tensor(np.asarray(perm))
         if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
             raise ValueError(
@@ -222,7 +233,7 @@ class TorchBackend(PoolingBackend):
         return t.long()
 
     @staticmethod
-    def check_rng_key(key):
+    def check_rng_key(key: object) -> None:
         if key is not None:
             raise ValueError(
                 "rng_key is a NumPyro option; the Pyro handlers draw from the global RNGs that "
@@ -233,7 +244,9 @@ class TorchBackend(PoolingBackend):
 BACKEND = TorchBackend(_classes(), _WRAPPERS)
 
 
-def log_linear_pool(dists, weights):
+def log_linear_pool(
+    dists: Sequence[Distribution], weights: Sequence[float | torch.Tensor]
+) -> Distribution:
     """Log-linear pool of exponential-family distributions (torch / Pyro).
 
     Returns the distribution proportional to ``prod_k p_k(y) ** w_k``: for an
@@ -267,7 +280,12 @@ def log_linear_pool(dists, weights):
     return pooling.log_linear_pool(BACKEND, dists, weights)
 
 
-def pool_pairs(d, lam, perm, dim=-1):
+def pool_pairs(
+    d: Distribution,
+    lam: float | torch.Tensor,
+    perm: torch.Tensor | ArrayLike,
+    dim: int = -1,
+) -> Distribution:
     """Pool every element of ``d`` along batch dim ``dim`` with element ``perm[i]``.
 
     The result has the batch shape of ``d``; element ``i`` is the log-linear
@@ -292,7 +310,11 @@ def pool_pairs(d, lam, perm, dim=-1):
     return pooling.pool_pairs(BACKEND, d, lam, perm, dim)
 
 
-def register(cls, family_name: str, constructor=None):
+def register(
+    cls: type[Distribution],
+    family_name: str,
+    constructor: Callable[..., Distribution] | None = None,
+) -> None:
     """Declare that instances of ``cls`` (a subclass of a supported class, say)
     belong to the family ``family_name`` and are rebuilt with ``constructor``
     (default ``cls``) from that family's parameters."""

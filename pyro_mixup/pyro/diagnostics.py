@@ -22,6 +22,8 @@ Example::
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,28 +40,35 @@ from ..core.inference_data import (
 )
 from ..core.plain_model import LEAK_MESSAGE, HandlerLeakError, refuse_active_handlers
 
+if TYPE_CHECKING:
+    import torch
+    from pyro.infer import MCMC
+    from pyro.poutine.messenger import Messenger
+    from pyro.poutine.runtime import Message
+    from pyro.poutine.trace_struct import Trace
+
 __all__ = ["mcmc_draws", "mcmc_sample_stats", "model_sites", "run_test_model"]
 
 
-def _stack():
+def _stack() -> list[Messenger]:
     # Pyro has no public accessor for its handler stack; the guard has to look at it.
     from pyro.poutine.runtime import _PYRO_STACK
 
     return _PYRO_STACK
 
 
-def _leak_detector():
+def _leak_detector() -> Messenger:
     """A messenger that refuses a mixing handler on the stack at every site."""
     from pyro.poutine.messenger import Messenger
 
     class LeakDetector(Messenger):
-        def _process_message(self, msg):
+        def _process_message(self, msg: Message) -> None:
             refuse_active_handlers(_stack())
 
     return LeakDetector()
 
 
-def _plates(site):
+def _plates(site: Message) -> tuple[tuple[str, int], ...]:
     """``(name, dim)`` of the plates a site sits in (vectorised-particle plates excluded)."""
     return tuple(
         (f.name, f.dim)
@@ -68,7 +77,7 @@ def _plates(site):
     )
 
 
-def model_sites(trace) -> ModelSites:
+def model_sites(trace: Trace) -> ModelSites:
     """The latent, deterministic and observed sites of a (subsample-pruned) Pyro trace."""
     from pyro.infer.inspect import site_is_deterministic
 
@@ -85,7 +94,7 @@ def model_sites(trace) -> ModelSites:
     return ModelSites(tuple(latent), tuple(det), tuple(obs))
 
 
-def _subsampled_plate(trace):
+def _subsampled_plate(trace: Trace) -> tuple[str, int, int] | None:
     """``(name, full size, subsample size)`` of the one plate that subsamples, or None.
 
     Pyro fixes a plate's subsample size when the model builds it (a handler may
@@ -106,7 +115,7 @@ def _subsampled_plate(trace):
     return next(iter(plates.values()), None)
 
 
-def _chunks(full_size, size):
+def _chunks(full_size: int, size: int) -> Iterator[tuple[torch.Tensor, slice]]:
     """``(indices, keep)`` pairs: conditioning the plate on ``indices`` (``size`` rows)
     in turn and keeping ``indices[keep]`` gives rows ``0 .. full_size - 1`` in order."""
     import torch
@@ -118,11 +127,18 @@ def _chunks(full_size, size):
         yield torch.arange(first, first + size), slice(start - first, size)
 
 
-def _in_plate(site, plate):
+def _in_plate(site: Message, plate: str | None) -> bool:
     return plate is not None and any(f.name == plate for f in site["cond_indep_stack"])
 
 
-def _score_once(model, data, args, kwargs, sites, plate):
+def _score_once(
+    model: Callable[..., Any],
+    data: Mapping[str, Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    sites: ModelSites,
+    plate: str | None,
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, SiteLayout], dict[str, dict[str, int]]]:
     """Run the conditioned model once: ``{group: {site: array}}``, layouts, observed values,
     and for sites in ``plate`` the array axis that plate indexes (per group)."""
     from pyro import poutine
@@ -130,12 +146,18 @@ def _score_once(model, data, args, kwargs, sites, plate):
 
     from .distributions import PairScore
 
-    tr = poutine.trace(poutine.condition(model, data=data))
+    tracer = poutine.trace(poutine.condition(model, data=data))
     with _leak_detector():
-        tr(*args, **kwargs)
-    tr = prune_subsample_sites(tr.trace)
-    out = {"posterior": {}, "log_likelihood": {}, "posterior_predictive": {}, "observed_data": {}}
-    layouts, axes = {}, {}
+        tracer(*args, **kwargs)
+    tr = prune_subsample_sites(tracer.trace)
+    out: dict[str, dict[str, np.ndarray]] = {
+        "posterior": {},
+        "log_likelihood": {},
+        "posterior_predictive": {},
+        "observed_data": {},
+    }
+    layouts: dict[str, SiteLayout] = {}
+    axes: dict[str, dict[str, int]] = {}
     for name, site in tr.nodes.items():
         if site["type"] != "sample":
             continue
@@ -163,7 +185,14 @@ def _score_once(model, data, args, kwargs, sites, plate):
     return out, layouts, axes
 
 
-def _score_all_rows(model, draw, args, kwargs, sites, subsampled):
+def _score_all_rows(
+    model: Callable[..., Any],
+    draw: Mapping[str, Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    sites: ModelSites,
+    subsampled: tuple[str, int, int] | None,
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, SiteLayout]]:
     """:func:`_score_once`, over the chunks of a subsampled plate, rows joined in order."""
     if subsampled is None:
         return _score_once(model, draw, args, kwargs, sites, None)[:2]
@@ -188,15 +217,15 @@ def _score_all_rows(model, draw, args, kwargs, sites, subsampled):
 
 
 def run_test_model(
-    model,
-    guide,
-    samples,
-    args,
-    kwargs,
-    num_samples=100,
-    rng_seed=0,
-    progress=False,
-    same_rows=False,
+    model: Callable[..., Any],
+    guide: Callable[..., Any] | None,
+    samples: Mapping[str, torch.Tensor] | None,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    num_samples: int = 100,
+    rng_seed: int | None = 0,
+    progress: bool = False,
+    same_rows: bool = False,
 ) -> TestRuns:
     """Run ``model(*args, **kwargs)`` once per posterior draw and collect NumPy arrays.
 
@@ -239,8 +268,13 @@ def run_test_model(
             num_draws = next(iter(samples.values())).shape[0]
         else:
             num_draws = num_samples
-        collected = {"posterior": {}, "log_likelihood": {}, "posterior_predictive": {}}
-        observed, layouts = {}, {}
+        collected: dict[str, dict[str, list[np.ndarray]]] = {
+            "posterior": {},
+            "log_likelihood": {},
+            "posterior_predictive": {},
+        }
+        observed: dict[str, np.ndarray] = {}
+        layouts: dict[str, SiteLayout] = {}
         draws = range(num_draws)
         if progress:
             from tqdm.auto import tqdm
@@ -264,12 +298,12 @@ def run_test_model(
     return TestRuns(observed_data=observed, layouts=layouts, **stacked)
 
 
-def mcmc_draws(mcmc):
+def mcmc_draws(mcmc: MCMC) -> tuple[dict[str, Any], int]:
     """``({site: tensor[chain * draw, ...]}, chains)`` from a fitted ``pyro.infer.MCMC``."""
     return flatten_chains(mcmc.get_samples(group_by_chain=True))
 
 
-def mcmc_sample_stats(mcmc) -> dict:
+def mcmc_sample_stats(mcmc: MCMC) -> dict[str, np.ndarray]:
     """``{"diverging": bool[chain, draw]}``: what Pyro's MCMC records per draw (as ``az.from_pyro``).
 
     Pyro keeps no per-draw energy, step size or tree depth, so ``az.plot_energy``

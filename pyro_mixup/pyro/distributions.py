@@ -3,10 +3,14 @@ like any site: thin shells over :mod:`pyro_mixup.core.targets`."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from pyro.distributions import TorchDistribution, constraints
+from torch.distributions import Distribution
 
 from ..core import targets
+from ..core.pairing import Partner
 from .backend import BACKEND
 
 
@@ -19,18 +23,27 @@ class PairScore(TorchDistribution):
     arg_constraints = {}
     has_rsample = False
 
-    def __init__(self, base, lam, partner, dim, mask=None):
+    def __init__(
+        self,
+        base: Distribution,
+        lam: float | torch.Tensor,
+        partner: Partner | torch.Tensor,
+        dim: int,
+        mask: torch.Tensor | None = None,
+    ) -> None:
         self.base, self.lam, self.partner, self.dim, self.pair_mask = base, lam, partner, dim, mask
         super().__init__(base.batch_shape, base.event_shape, validate_args=False)
 
     @constraints.dependent_property
-    def support(self):
+    def support(self) -> constraints.Constraint | None:
         return self.base.support
 
-    def sample(self, sample_shape=torch.Size()):
+    def sample(
+        self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()
+    ) -> torch.Tensor:
         return self.base.sample(sample_shape)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(self, batch_shape: Sequence[int], _instance: PairScore | None = None) -> PairScore:
         batch_shape = torch.Size(batch_shape)
         new = type(self).__new__(type(self))
         new.__dict__.update(self.__dict__)

@@ -16,6 +16,9 @@ effect system (:class:`PyroEffects`).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pyro.distributions.torch_distribution import MaskedDistribution
@@ -24,6 +27,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.replay_messenger import ReplayMessenger
 from pyro.poutine.runtime import _PYRO_STACK
 
+from ..core._types import Message
 from ..core.docs import dress
 from ..core.handler import PARTICLE_PLATES, MixingCore, called_from, runs_as_guide
 from ..core.options import MixOptions
@@ -31,15 +35,20 @@ from . import random as torch_random
 from .backend import BACKEND
 from .distributions import PairedTarget, SoftLabelTarget
 
+if TYPE_CHECKING:
+    from pyro.distributions import TorchDistribution
+    from pyro.poutine.indep_messenger import CondIndepStackFrame
+    from pyro.poutine.runtime import Message as PyroMessage
+
 __all__ = ["MixupMessenger", "ProbMixMessenger", "mixup", "probmix"]
 
 
-def _inner(messenger):
+def _inner(messenger: Messenger) -> list[Messenger]:
     """The handlers that process a message before ``messenger`` (entered after it)."""
     return _PYRO_STACK[_PYRO_STACK.index(messenger) + 1 :]
 
 
-def _outer(messenger):
+def _outer(messenger: Messenger) -> list[Messenger]:
     return _PYRO_STACK[: _PYRO_STACK.index(messenger)]
 
 
@@ -56,7 +65,7 @@ class PyroEffects:
     rsample = staticmethod(lambda msg, dist, index: dist.rsample())
 
     @staticmethod
-    def frames(msg):
+    def frames(msg: Message) -> list[CondIndepStackFrame]:
         return [
             f
             for f in msg["cond_indep_stack"]
@@ -64,11 +73,11 @@ class PyroEffects:
         ]
 
     @staticmethod
-    def plate_depth(msg):
+    def plate_depth(msg: Message) -> int:
         return max((-f.dim for f in msg["cond_indep_stack"] if f.dim is not None), default=0)
 
     @staticmethod
-    def carries_likelihood(msg):
+    def carries_likelihood(msg: Message) -> bool:
         # pyro.deterministic records an observed Delta, pyro.factor an auxiliary
         # observed Unit, and obs_mask= an observed site masked out entirely:
         # none carries a likelihood of data to mix.
@@ -82,8 +91,9 @@ class PyroEffects:
         return not (type(fn) is MaskedDistribution and fn._mask is False)
 
     @staticmethod
-    def split_mask(msg):
-        fn, mask = msg["fn"], None
+    def split_mask(msg: Message) -> tuple[TorchDistribution, torch.Tensor | None]:
+        fn = msg["fn"]
+        mask: bool | torch.Tensor | None = None
         if type(fn) is MaskedDistribution:
             mask, fn = fn._mask, fn.base_dist
             if isinstance(mask, bool):  # Pyro keeps constant masks as Python bools
@@ -95,38 +105,38 @@ class PyroEffects:
         return fn, None if mask is None else mask.expand(fn.batch_shape)
 
     @staticmethod
-    def remask(fn, mask):
+    def remask(fn: TorchDistribution, mask: torch.Tensor) -> TorchDistribution:
         return fn.mask(mask)
 
     @staticmethod
-    def conditioned_inside(messenger, msg):
+    def conditioned_inside(messenger: Messenger, msg: Message) -> bool:
         name = msg["name"]
         return any(isinstance(h, ConditionMessenger) and name in h.data for h in _inner(messenger))
 
     @staticmethod
-    def replayed_infer(messenger, name):
+    def replayed_infer(messenger: Messenger, name: str) -> dict[str, Any] | None:
         for h in _outer(messenger):
             if isinstance(h, ReplayMessenger) and h.trace is not None and name in h.trace.nodes:
                 return h.trace.nodes[name]["infer"]
         return None
 
     @staticmethod
-    def in_mcmc():
+    def in_mcmc() -> bool:
         # SVI runs the model replaying the guide (cheap to see); MCMC's potential never does
         if any(type(h) is ReplayMessenger for h in _PYRO_STACK):
             return False
         return called_from("pyro.infer.mcmc")
 
     @staticmethod
-    def enumerated(msg):
+    def enumerated(msg: Message) -> bool:
         return msg["infer"].get("_enumerate_dim") is not None
 
     @staticmethod
-    def runs_as_guide(messenger):
+    def runs_as_guide(messenger: Messenger) -> bool:
         return runs_as_guide(messenger, ("pyro.infer",))
 
     @staticmethod
-    def inference_conditions():
+    def inference_conditions() -> bool:
         # MCMC's potential and Predictive condition the model on posterior draws of its latents
         return called_from(
             "pyro.infer.mcmc",
@@ -136,7 +146,7 @@ class PyroEffects:
         )
 
     @staticmethod
-    def is_real_support(support):
+    def is_real_support(support: torch.distributions.constraints.Constraint) -> bool:
         while isinstance(support, torch.distributions.constraints.independent):
             support = support.base_constraint
         return support is torch.distributions.constraints.real
@@ -147,37 +157,43 @@ EFFECTS = PyroEffects()
 
 class _MixingMessenger(Messenger):
     kind = "?"
+    at_type = "?"  # the message type of the sites at= names ("embed", "mixable")
 
-    def __init__(self, **options):
+    def __init__(self, **options: Any) -> None:
         super().__init__()
         self.core = MixingCore(self.kind, MixOptions(**options, arrays=BACKEND), EFFECTS)
         self._functional = False
 
-    def __call__(self, fn):
+    def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         self._functional = True  # entered by the wrapped function, not by a `with`
         return super().__call__(fn)
 
-    def __enter__(self):
+    def __enter__(self) -> _MixingMessenger:
         self.core.enter(self)
         out = super().__enter__()
         self.core.entered()
         return out
 
-    def __exit__(self, exc_type, exc_value, traceback):
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         out = super().__exit__(exc_type, exc_value, traceback)
         self.core.exit(exc_type is not None, self._functional)
         return out
 
     # One dispatch per message instead of Messenger's getattr of a formatted
     # method name in both phases: this handler sees every param and plate message.
-    def _process_message(self, msg):
+    def _process_message(self, msg: PyroMessage) -> None:
         kind = msg["type"]
         if kind == "sample":
             self.core.sample(msg)
         elif kind == self.at_type:
             getattr(self.core, kind)(msg)
 
-    def _postprocess_message(self, msg):
+    def _postprocess_message(self, msg: PyroMessage) -> None:
         if msg["type"] == "sample":
             self.core.sample_done(msg)
 
@@ -194,12 +210,14 @@ class MixupMessenger(_MixingMessenger):
     kind, at_type = "mixup", "mixable"
 
 
-def _make_handler(messenger_cls, example):
+def _make_handler(messenger_cls: type[_MixingMessenger], example: str) -> Callable[..., Any]:
     """``handler(fn=None, **options)``: a messenger for ``with``, or ``fn``
     wrapped by one (keeping its ``__name__`` and ``__wrapped__``), as
     ``pyro.poutine``'s handlers do."""
 
-    def handler(fn=None, **options):
+    def handler(
+        fn: Callable[..., Any] | None = None, **options: Any
+    ) -> _MixingMessenger | Callable[..., Any]:
         if fn is not None and not callable(fn):
             raise ValueError(
                 f"{fn!r} is not callable; did you mean to pass it as a keyword option?"

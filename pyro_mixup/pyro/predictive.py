@@ -9,10 +9,15 @@ embedding instead of a draw. See :mod:`pyro_mixup.core.predictive`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
+from numpy.typing import ArrayLike
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.runtime import _PYRO_STACK
+from pyro.poutine.runtime import _PYRO_STACK, Message
+from pyro.poutine.trace_struct import Trace
 
 from ..core.plain_model import refuse_active_handlers, unwrap
 from ..core.predictive import (
@@ -33,12 +38,14 @@ __all__ = ["MeanEmbeddingMessenger", "marginal_predictive", "mean_embedding"]
 class MeanEmbeddingMessenger(Messenger):
     """Every :func:`~pyro_mixup.embed` layer returns its distribution's mean instead of a draw."""
 
-    def _process_message(self, msg):
+    def _process_message(self, msg: Message) -> None:
         if msg["type"] == "embed":
             msg["value"] = msg["args"][0].mean
 
 
-def mean_embedding(fn=None):
+def mean_embedding(
+    fn: Callable[..., Any] | None = None,
+) -> MeanEmbeddingMessenger | Callable[..., Any]:
     """Propagate the mean of every :func:`~pyro_mixup.embed` layer (no draw): the
     deterministic shortcut of the M-ProbMix predictive. Usable as
     ``mean_embedding(model)`` or ``with mean_embedding():``.
@@ -56,7 +63,7 @@ def mean_embedding(fn=None):
     return messenger if fn is None else messenger(fn)
 
 
-def _as_tensor(values, like):
+def _as_tensor(values: ArrayLike | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     if torch.is_tensor(values):
         return values
     values = torch.as_tensor(values, device=like.device)
@@ -65,7 +72,7 @@ def _as_tensor(values, like):
     )
 
 
-def _site(trace, site, guide_trace):
+def _site(trace: Trace, site: str, guide_trace: Trace | None) -> Message:
     """The site's node, checked: present, a sample site, not the guide's, not subsampled."""
     node = trace.nodes.get(site)
     if node is None or node["type"] != "sample":
@@ -87,14 +94,14 @@ def _site(trace, site, guide_trace):
 
 @torch.no_grad()
 def marginal_predictive(
-    model,
-    *args,
+    model: Callable[..., Any],
+    *args: Any,
     site: str = "y",
     num_draws: int = DEFAULT_NUM_DRAWS,
-    guide=None,
+    guide: Callable[..., Any] | None = None,
     embedding: str = "sample",
-    values=None,
-    **kwargs,
+    values: ArrayLike | torch.Tensor | None = None,
+    **kwargs: Any,
 ) -> MarginalPredictive:
     """The predictive of ``site`` given the model's inputs, marginal over its embeddings.
 

@@ -8,14 +8,18 @@ to a trace, so no guide needs to know about them.
 
 from __future__ import annotations
 
+import torch
 from pyro.poutine.runtime import effectful
+from torch.distributions import Distribution
 
 
-def _embed(distribution, dim=None):
+def _embed(distribution: Distribution, dim: int | None = None) -> torch.Tensor:
     return distribution.rsample()
 
 
-def _mixable(tensor, event_dim=None, dim=None):
+def _mixable(
+    tensor: torch.Tensor, event_dim: int | None = None, dim: int | None = None
+) -> torch.Tensor:
     return tensor
 
 
@@ -23,7 +27,7 @@ _embed_op = effectful(_embed, type="embed")
 _mixable_op = effectful(_mixable, type="mixable")
 
 
-def embed(name: str, distribution, *, dim=None):
+def embed(name: str, distribution: Distribution, *, dim: int | None = None) -> torch.Tensor:
     """A stochastic embedding layer (M-ProbMix, paper eq. 27).
 
     Returns a reparameterised draw ``z ~ distribution``; adds no latent site.
@@ -53,7 +57,9 @@ def embed(name: str, distribution, *, dim=None):
     return _embed_op(distribution, name=name, dim=dim)
 
 
-def mixable(name: str, tensor, *, event_dim=None, dim=None):
+def mixable(
+    name: str, tensor: torch.Tensor, *, event_dim: int | None = None, dim: int | None = None
+) -> torch.Tensor:
     """Mark a deterministic tensor (inputs, a hidden layer) that mixup may mix.
 
     Returns ``tensor`` unchanged, except under ``mixup(at=name)``, which

@@ -29,12 +29,16 @@ import argparse
 import json
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from ..data import DATA_ENV, DataError, default_data_dir, load_all, parse_splits, raw_split
+from ..executors import add_executor_options, one_thread_per_worker, run_tasks
 from ..methods import parse_methods
+from ..metrics import FROM_TEST_METRICS as RECORD_NAMES
+from ..metrics import renamed_legacy_record
 from ..results import write_json
 from . import BNN_METHODS
 
@@ -127,6 +131,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="store_true",
         help="retrain runs whose files exist (default: a run whose JSON matches these settings is kept)",
     )
+    add_executor_options(p, "(dataset, method) or, unless its splits are vmapped, split")
     p.set_defaults(func=run)
     return p
 
@@ -275,7 +280,7 @@ def run(args) -> int:
 
     methods = _parse_methods(args.methods)
     hidden = tuple(int(h) for h in str(args.hidden).split(",") if h.strip())
-    datasets = [d.strip() for d in args.dataset.split(",") if d.strip()]
+    datasets = list(dict.fromkeys(d.strip() for d in args.dataset.split(",") if d.strip()))
     if args.summarise:
         print(summary_table(args.out, datasets, methods))
         return 0
@@ -286,73 +291,115 @@ def run(args) -> int:
         loaded = load_all(args.data_dir, datasets)
     except DataError as e:
         raise SystemExit(f"pyro-mixup bnn: {e}") from None
+    # one task per (dataset, method) when the splits train vmapped together, else per split
+    tasks, splits_of = [], {}
     for dataset in datasets:
-        splits = _parse_splits(args.splits, loaded[dataset].n_splits)
+        splits = splits_of[dataset] = _parse_splits(args.splits, loaded[dataset].n_splits)
         out = Path(args.out) / dataset
         out.mkdir(parents=True, exist_ok=True)
         data = {k: raw_split(loaded[dataset], k) for k in splits}
-        todo = {
-            m: [
-                k
+        skipped = 0
+        for method in methods:
+            todo = [
+                data[k]
                 for k in splits
                 if args.overwrite
-                or not _finished(out / f"{m}_split{k}", settings, data[k], plots=not args.no_plots)
+                or not _finished(out / f"{method}_split{k}", settings, data[k], not args.no_plots)
             ]
-            for m in methods
-        }
-        skipped = sum(len(splits) - len(v) for v in todo.values())
+            skipped += len(splits) - len(todo)
+            groups = [todo] if vectorised else [[sd] for sd in todo]
+            tasks += [
+                dict(
+                    args=args,
+                    dataset=dataset,
+                    method=method,
+                    hidden=hidden,
+                    split_datas=g,
+                    vectorised=vectorised,
+                )
+                for g in groups
+                if g
+            ]
         if skipped:
             tqdm.write(
-                f"{dataset}: {skipped} run(s) already in {out} with these settings, skipped (--overwrite to redo)"
+                f"{dataset}: {skipped} run(s) already in {out} with these settings, skipped "
+                "(--overwrite to redo)"
             )
-        bar = tqdm(total=sum(len(v) for v in todo.values()), desc=dataset, disable=args.quiet)
-        for method in methods:
-            if not todo[method]:
-                continue
-            bar.set_postfix(method=method)
-            split_datas = [data[k] for k in todo[method]]
-            if vectorised:
-                runs = _fit_splits_and_score(args, method, hidden, split_datas)
-            else:
-                runs = (
-                    (sd, *_fit_and_score(args, method, sd.split, hidden, sd)) for sd in split_datas
+    bar = tqdm(total=sum(len(t["split_datas"]) for t in tasks), desc="bnn", disable=args.quiet)
+    left = Counter(t["dataset"] for t in tasks)  # a dataset's report once its last task is in
+    for dataset in datasets:
+        if not left[dataset]:
+            _write_report(args, dataset, methods, splits_of[dataset])
+    for task, runs in run_tasks(
+        tasks,
+        _train_task,
+        executor=args.executor,
+        jobs=args.jobs,
+        ray_address=args.ray_address,
+        init=one_thread_per_worker,  # where tasks run side by side
+        init_args=(args.backend,),
+    ):
+        dataset, method = task["dataset"], task["method"]
+        bar.set_postfix(dataset=dataset, method=method)
+        by_split = {sd.split: sd for sd in task["split_datas"]}
+        for k, idata, fit_s, diag_s in runs:
+            split_data = by_split[k]
+            stem = Path(args.out) / dataset / f"{method}_split{k}"
+            diagnostics.save(idata, f"{stem}.nc")
+            metrics = diagnostics.test_metrics(idata, "y", interval=0.9)
+            pit = metrics.pop("pit")
+            record = {
+                "dataset": dataset,
+                "method": method,
+                "split": k,
+                # the experiments' shared metric names (docs/experiments.md)
+                **{RECORD_NAMES.get(key, key): value for key, value in metrics.items()},
+                "n_train": len(split_data.y_train),
+                "n_test": len(split_data.y_test),
+                **settings,
+                "vectorised_splits": vectorised,
+                "seconds": round(fit_s + diag_s, 2),
+                "fit_seconds": round(fit_s, 2),
+                "diagnostics_seconds": round(diag_s, 2),
+            }
+            write_json(f"{stem}.json", record)
+            if not args.no_plots:
+                _calibration_figure(
+                    idata, pit, f"{stem}_calibration.png", f"{dataset} {method} split {k}"
                 )
-            for split_data, idata, fit_s, diag_s in runs:
-                k = split_data.split
-                stem = out / f"{method}_split{k}"
-                diagnostics.save(idata, f"{stem}.nc")
-                metrics = diagnostics.test_metrics(idata, "y", interval=0.9)
-                pit = metrics.pop("pit")
-                record = {
-                    "dataset": dataset,
-                    "method": method,
-                    "split": k,
-                    **metrics,
-                    "n_train": len(split_data.y_train),
-                    "n_test": len(split_data.y_test),
-                    **settings,
-                    "vectorised_splits": vectorised,
-                    "fit_seconds": round(fit_s, 2),
-                    "diagnostics_seconds": round(diag_s, 2),
-                }
-                write_json(f"{stem}.json", record)
-                if not args.no_plots:
-                    _calibration_figure(
-                        idata, pit, f"{stem}_calibration.png", f"{dataset} {method} split {k}"
-                    )
-                # one summary line per run, also with --quiet
-                tqdm.write(
-                    f"{dataset} split {k} {method:>9}: NLL {metrics['nll']:.3f}  RMSE {metrics['rmse']:.3f}  "
-                    f"cov90 {metrics['coverage']:.3f}  ({fit_s:.0f}s fit)"
-                )
-                bar.update(1)
-                _release_compiled()
-        bar.close()
-        report = write_report(
-            out, dataset, methods, splits, plots=not args.no_plots, command=_command_line(args)
-        )
-        print(f"wrote {report}")
+            # one summary line per run, also with --quiet
+            tqdm.write(
+                f"{dataset} split {k} {method:>9}: NLL {metrics['nll']:.3f}  "
+                f"RMSE {metrics['rmse']:.3f}  cov90 {metrics['coverage']:.3f}  ({fit_s:.0f}s fit)"
+            )
+            bar.update(1)
+        left[dataset] -= 1
+        if not left[dataset]:
+            _write_report(args, dataset, methods, splits_of[dataset])
+    bar.close()
     return 0
+
+
+def _write_report(args, dataset: str, methods, splits) -> None:
+    out = Path(args.out) / dataset
+    report = write_report(
+        out, dataset, methods, splits, plots=not args.no_plots, command=_command_line(args)
+    )
+    print(f"wrote {report}")
+
+
+def _train_task(task: dict) -> list[tuple]:
+    """Fit and score one task's splits (in this process, a pool worker or a Ray worker):
+    per split ``(split, idata, fit_seconds, diagnostics_seconds)``."""
+    args, method, hidden = task["args"], task["method"], task["hidden"]
+    split_datas = task["split_datas"]
+    if task["vectorised"]:
+        runs = _fit_splits_and_score(args, method, hidden, split_datas)
+    else:
+        runs = ((sd, *_fit_and_score(args, method, sd.split, hidden, sd)) for sd in split_datas)
+    out = [(sd.split, idata, fit_s, diag_s) for sd, idata, fit_s, diag_s in runs]
+    _release_compiled()
+    return out
 
 
 def _release_compiled():
@@ -432,7 +479,7 @@ def summary_table(out, datasets, methods) -> str:
     for ds in datasets:
         recs = {}
         for f in sorted((out / ds).glob("*_split*.json")):
-            r = json.loads(f.read_text())
+            r = read_record(f)
             if r["method"] in methods:
                 recs[(r["method"], r["split"])] = r
         present = [m for m in methods if any(mm == m for mm, _ in recs)]
@@ -448,7 +495,7 @@ def summary_table(out, datasets, methods) -> str:
         col = {
             m: {
                 key: np.array([recs[(m, k)][key] for k in splits], dtype=float)
-                for key in ("nll", "coverage", "rmse")
+                for key in ("test_nll", "coverage_90", "test_rmse")
             }
             for m in present
         }
@@ -463,36 +510,37 @@ def summary_table(out, datasets, methods) -> str:
         def won(m):
             if m not in col or "erm" not in col:  # noqa: B023
                 return None
-            return int(np.sum(col[m]["nll"] < col["erm"]["nll"]))  # noqa: B023
+            return int(np.sum(col[m]["test_nll"] < col["erm"]["test_nll"]))  # noqa: B023
 
         # a diverged (NaN) mean never counts as the best
         scored = [m for m in others if m in col]
         best = min(
-            scored, key=lambda m: np.nan_to_num(col[m]["nll"].mean(), nan=np.inf), default=None
+            scored, key=lambda m: np.nan_to_num(col[m]["test_nll"].mean(), nan=np.inf), default=None
         )
         verdict = "—"
         if best is not None and "erm" in col:
-            lower = col[best]["nll"].mean() < col["erm"]["nll"].mean()
+            lower = col[best]["test_nll"].mean() < col["erm"]["test_nll"].mean()
             verdict = f"{best}: {'lower' if lower else 'higher'} ({won(best)}/{len(splits)})"
         mean_table.append(
             f"| {ds} | {n} | "
             + " | ".join(
-                cell(m, lambda c: f"{c['nll'].mean():.3f} ± {c['nll'].std():.3f}") for m in methods
+                cell(m, lambda c: f"{c['test_nll'].mean():.3f} ± {c['test_nll'].std():.3f}")
+                for m in methods
             )
             + " | "
-            + " | ".join(cell(m, lambda c: f"{c['coverage'].mean():.3f}") for m in methods)
+            + " | ".join(cell(m, lambda c: f"{c['coverage_90'].mean():.3f}") for m in methods)
             + f" | {verdict} |"
         )
         median_table.append(
             f"| {ds} | "
-            + " | ".join(cell(m, lambda c: f"{np.median(c['nll']):.3f}") for m in methods)
+            + " | ".join(cell(m, lambda c: f"{np.median(c['test_nll']):.3f}") for m in methods)
             + "".join(" | —" if won(m) is None else f" | {won(m)}/{len(splits)}" for m in others)
             + " |"
         )
         rmse_table.append(
             f"| {ds} | "
             + " | ".join(
-                cell(m, lambda c: f"{c['rmse'].mean():.3f} / {np.median(c['rmse']):.3f}")
+                cell(m, lambda c: f"{c['test_rmse'].mean():.3f} / {np.median(c['test_rmse']):.3f}")
                 for m in methods
             )
             + " |"
@@ -553,13 +601,18 @@ def _calibration_figure(idata, pit, path, title):
 # ----------------------------------------------------------------------------- report
 
 
+def read_record(path: Path) -> dict:
+    """One run's JSON record, with a previous release's metric names renamed."""
+    return renamed_legacy_record(json.loads(Path(path).read_text()))
+
+
 def _load_records(out: Path, methods, splits):
     recs = {}
     for m in methods:
         for k in splits:
             f = out / f"{m}_split{k}.json"
             if f.exists():
-                recs[(m, k)] = json.loads(f.read_text())
+                recs[(m, k)] = read_record(f)
     return recs
 
 
@@ -582,18 +635,20 @@ def write_report(out, dataset, methods, splits, plots=True, command=None) -> Pat
         "| method | NLL | RMSE | 90% coverage | splits | NLL < ERM (splits) |",
         "|---|---|---|---|---|---|",
     ]
-    erm = {k: recs[("erm", k)]["nll"] for k in splits if ("erm", k) in recs}
+    erm = {k: recs[("erm", k)]["test_nll"] for k in splits if ("erm", k) in recs}
     for m in methods:
         r = [recs[(m, k)] for k in splits if (m, k) in recs]
         if not r:
             continue
-        nll = np.array([x["nll"] for x in r])
-        rmse = np.array([x["rmse"] for x in r])
-        cov = np.array([x["coverage"] for x in r])
+        nll = np.array([x["test_nll"] for x in r])
+        rmse = np.array([x["test_rmse"] for x in r])
+        cov = np.array([x["coverage_90"] for x in r])
         if m == "erm" or not erm:
             wins = "—"
         else:
-            paired = [(recs[(m, k)]["nll"], erm[k]) for k in splits if (m, k) in recs and k in erm]
+            paired = [
+                (recs[(m, k)]["test_nll"], erm[k]) for k in splits if (m, k) in recs and k in erm
+            ]
             wins = f"{sum(a < b for a, b in paired)}/{len(paired)}"
         lines.append(
             f"| {m} | {nll.mean():.3f} ± {nll.std():.3f} | {rmse.mean():.3f} ± {rmse.std():.3f} | "

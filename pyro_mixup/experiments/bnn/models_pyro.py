@@ -69,7 +69,10 @@ class BNNRegressor(PyroModule):
     :param embed: make the first hidden layer a stochastic embedding (M-ProbMix);
         the model's ``embedding`` attribute.
     :param prior_scale: weight prior ``N(0, prior_scale^2 / fan_in)``, bias prior ``N(0, prior_scale^2)``.
-    :param x_loc, x_scale, y_loc, y_scale: standardisation (training-set statistics).
+    :param x_loc: input mean, for standardisation (training-set statistic).
+    :param x_scale: input standard deviation (training-set statistic).
+    :param y_loc: target mean (training-set statistic).
+    :param y_scale: target standard deviation (training-set statistic).
     :param min_scale: floor of sigma, in standardised units.
     """
 
