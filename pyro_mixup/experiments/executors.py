@@ -142,9 +142,13 @@ def _run_on_ray(tasks, fn, jobs, address, init, init_args, cpus_per_task) -> Ite
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            # a local cluster for this run; --jobs caps its CPUs (default: the machine's)
+            # a new local cluster for this run, even where `ray start` left one running (a bare
+            # ray.init() would join that one); --jobs caps its CPUs (default: the machine's)
             ray.init(
-                num_cpus=jobs if jobs > 1 else None, include_dashboard=False, log_to_driver=False
+                address="local",
+                num_cpus=jobs if jobs > 1 else None,
+                include_dashboard=False,
+                log_to_driver=False,
             )
         started = True
     pending: dict = {}
