@@ -31,6 +31,8 @@ import sys
 import tempfile
 import time
 
+from pyro_mixup.experiments.results import write_json
+
 D = 16
 
 
@@ -210,9 +212,7 @@ def main(argv=None):
     args = parse_args(argv)
     out = run(args)
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(out, f, indent=1)
+        write_json(args.out, out)
     print_table(out)
     return out
 

@@ -41,6 +41,8 @@ import sys
 import tempfile
 import time
 
+from pyro_mixup.experiments.results import write_json
+
 COLLECTIVES = ("all-gather", "all-reduce", "all-to-all", "collective-permute", "reduce-scatter")
 D = 16
 _ITEMSIZE = {"f64": 8, "f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "s64": 8, "u64": 8}
@@ -254,9 +256,7 @@ def main(argv=None):
         return _rerun_with_devices(argv if argv is not None else sys.argv[1:], args.devices)
     out = run(args)
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(out, f, indent=1)
+        write_json(args.out, out)
     print_table(out)
     return out
 
